@@ -1,0 +1,66 @@
+import type { ConcordRuntime } from '../../runtime/index.js';
+import { checkReadiness } from '../../runtime/index.js';
+import type { RouteSpec } from '../route.js';
+
+export interface AppInfo {
+  name: string;
+  version: string;
+  description: string;
+}
+
+/** Open routes: identity, liveness, readiness, metrics. */
+export function metaRoutes(runtime: ConcordRuntime, info: AppInfo): RouteSpec[] {
+  const { services } = runtime;
+  return [
+    {
+      method: 'get',
+      path: '/',
+      summary: 'Service name, version and description',
+      tags: ['meta'],
+      auth: false,
+      responses: { 200: 'Identity of the service' },
+      handler: (ctx) => {
+        ctx.body = { ...info, role: services.role, docs: '/docs', openapi: '/openapi.json' };
+      },
+    },
+    {
+      method: 'get',
+      path: '/health',
+      summary: 'Liveness: the process answers',
+      tags: ['meta'],
+      auth: false,
+      responses: { 200: 'The process is alive' },
+      handler: (ctx) => {
+        ctx.body = { status: 'ok', uptimeSeconds: Math.round(runtime.uptimeSeconds) };
+      },
+    },
+    {
+      method: 'get',
+      path: '/ready',
+      summary: 'Readiness: Redis, PostgreSQL and DuckDB answer',
+      tags: ['meta'],
+      auth: false,
+      responses: { 200: 'Every dependency answers', 503: { description: 'At least one dependency failed; the body names it' } },
+      handler: async (ctx) => {
+        const { ready, checks } = await checkReadiness(services, runtime.processes);
+        const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
+        ctx.status = ready ? 200 : 503;
+        ctx.body = ready
+          ? { status: 'ready', checks }
+          : { status: 'not_ready', error: { code: 'dependency_unavailable', message: `not ready: ${failed.join(', ')} failed`, details: { failed } }, checks };
+      },
+    },
+    {
+      method: 'get',
+      path: '/metrics',
+      summary: 'Prometheus metrics',
+      tags: ['meta'],
+      auth: false,
+      responses: { 200: { description: 'Prometheus text exposition', contentType: 'text/plain', schema: { type: 'string' } } },
+      handler: async (ctx) => {
+        ctx.type = services.metrics.registry.contentType;
+        ctx.body = await services.metrics.registry.metrics();
+      },
+    },
+  ];
+}

@@ -1,0 +1,20 @@
+import { z } from 'zod';
+
+/** What a dead-letter entry holds: enough to understand the failure and to run the job again. */
+export const dlqEntrySchema = z.object({
+  queue: z.string(),
+  jobId: z.string(),
+  name: z.string(),
+  data: z.unknown(),
+  failedReason: z.string(),
+  attemptsMade: z.number().int().nonnegative(),
+  /** ms since epoch */
+  failedAt: z.number(),
+  /** ms since epoch when the job was first enqueued */
+  enqueuedAt: z.number(),
+  stacktrace: z.array(z.string()).default([]),
+  /** How many times this entry's job was already retried from the DLQ. */
+  retries: z.number().int().nonnegative().default(0),
+});
+
+export type DlqEntry = z.infer<typeof dlqEntrySchema>;
