@@ -1,4 +1,4 @@
-import type { Job } from 'bullmq';
+import type { Job, JobsOptions } from 'bullmq';
 import { dlqEntrySchema, dlqName, type DlqEntry } from '../queues/index.js';
 import { NotFoundError } from './errors.js';
 import type { QueueSet } from './queue-set.js';
@@ -44,6 +44,7 @@ export class DeadLetters {
       failedAt: job.finishedOn ?? Date.now(),
       enqueuedAt: job.timestamp,
       stacktrace: (job.stacktrace ?? []).slice(-MAX_STACK_LINES),
+      options: pickRetryOptions(job.opts),
       retries: Number(RETRY_SUFFIX.exec(sourceId)?.[1] ?? 0),
     };
     const id = DeadLetters.entryId(sourceId);
@@ -93,14 +94,15 @@ export class DeadLetters {
     const entry = await this.get(queue, id);
     const baseId = entry.jobId.replace(RETRY_SUFFIX, '');
     const jobId = `${baseId}-r${entry.retries + 1}`;
-    const job = await this.queues.queue(queue).add(entry.name, entry.data, { jobId });
+    const job = await this.queues.queue(queue).add(entry.name, entry.data, { ...entry.options, jobId });
     await this.queues.queue(queue, { dlq: true }).remove(id);
     return { jobId: String(job.id) };
   }
 
   async discard(queue: string, id: string): Promise<void> {
-    const removed = await this.queues.queue(queue, { dlq: true }).remove(id);
-    if (removed === 0) throw new NotFoundError(`no entry ${JSON.stringify(id)} in ${dlqName(queue)}`, { queue, id });
+    const dlq = this.queues.queue(queue, { dlq: true });
+    if (!(await dlq.getJob(id))) throw new NotFoundError(`no entry ${JSON.stringify(id)} in ${dlqName(queue)}`, { queue, id });
+    await dlq.remove(id);
   }
 
   async counts(): Promise<Array<{ queue: string; dlq: string; count: number }>> {
@@ -112,4 +114,15 @@ export class DeadLetters {
       })),
     );
   }
+}
+
+function pickRetryOptions(opts: JobsOptions): DlqEntry['options'] {
+  const picked: DlqEntry['options'] = {};
+  if (opts.attempts !== undefined) picked.attempts = opts.attempts;
+  if (opts.priority !== undefined) picked.priority = opts.priority;
+  if (typeof opts.backoff === 'number') picked.backoff = opts.backoff;
+  else if (opts.backoff && typeof opts.backoff.type === 'string') {
+    picked.backoff = { type: opts.backoff.type, delay: opts.backoff.delay, jitter: opts.backoff.jitter };
+  }
+  return picked;
 }

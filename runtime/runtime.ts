@@ -107,6 +107,13 @@ export class ConcordRuntime {
     };
   }
 
+  /** Every live process's record, this one's read live rather than from its last heartbeat. */
+  async liveProcesses(): Promise<ProcessRecord[]> {
+    const records = await this.processes.list();
+    const self: ProcessRecord = { ...this.record(), heartbeatAt: Date.now() };
+    return [self, ...records.filter((r) => r.id !== self.id)];
+  }
+
   get uptimeSeconds(): number {
     return (Date.now() - this.startedAt) / 1000;
   }
@@ -116,6 +123,7 @@ export class ConcordRuntime {
     log.info({ actors: (this.opts.actors ?? []).map((a) => a.name) }, 'starting');
     await this.processes.start();
     await this.supervisor?.start();
+    await this.processes.beat();
     log.info('started');
   }
 

@@ -24,7 +24,7 @@ export function statsRoutes(runtime: ConcordRuntime, sections: readonly StatsSec
       handler: async (ctx) => {
         const [depths, processes, extra] = await Promise.all([
           services.queues.queueDepths(),
-          runtime.processes.list(),
+          runtime.liveProcesses(),
           Promise.all(sections.map(async (s) => [s.name, await s.collect()] as const)),
         ]);
         const actors: Record<string, Array<{ process: string; state: string; restarts: number; lastError?: string | undefined; detail?: unknown }>> = {};
