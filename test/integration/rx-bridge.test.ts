@@ -118,7 +118,9 @@ describe('rx bridge', () => {
     await eventually(async () => produced >= producedBeforeDrain + (highWaterMark - 5) * bridge.options.batchSize, 20_000, 20, 'source resumed');
     await eventually(async () => bridge.stats.paused, 20_000, 20, 'paused again at the high-water mark');
     expect(await q.getWaitingCount()).toBeGreaterThanOrEqual(highWaterMark);
+    // End the source: let it resume once more so it sees the end, then everything lands.
     stop = true;
+    await q.drain();
     const result = await running;
     expect(result.items).toBe(produced);
     expect(result.itemErrors).toBe(0);
