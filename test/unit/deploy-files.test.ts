@@ -1,0 +1,154 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+// scripts/check-compose.mjs is plain JavaScript with no declaration file; this is the part of
+// its interface the tests use.
+interface CheckComposeModule {
+  checkDeployFiles(files?: { compose?: string; dockerfile?: string; dockerignore?: string }): string[];
+  checkCompose(source: string, file?: string): string[];
+  checkDockerfile(source: string, file?: string): string[];
+  parseYaml(source: string): unknown;
+}
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const script = path.join(root, 'scripts', 'check-compose.mjs');
+const composeText = readFileSync(path.join(root, 'docker-compose.yml'), 'utf8');
+const dockerfileText = readFileSync(path.join(root, 'Dockerfile'), 'utf8');
+
+let check: CheckComposeModule;
+let tmp: string;
+
+beforeAll(async () => {
+  check = (await import(pathToFileURL(script).href)) as CheckComposeModule;
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'concord-deploy-files-'));
+});
+
+afterAll(() => {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+function runCli(...args: string[]) {
+  return spawnSync(process.execPath, [script, ...args], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+}
+
+/** Apply `edit` to `text`, failing the test when it changed nothing (the fixture drifted). */
+function mutate(text: string, edit: (s: string) => string): string {
+  const out = edit(text);
+  expect(out, 'the mutation did not change the file').not.toBe(text);
+  return out;
+}
+
+/** docker-compose.yml with `ports` added to the worker service. */
+function composeWithWorkerPorts(): string {
+  return mutate(composeText, (s) => s.replace(/^( {2}worker:\n)/m, '$1    ports:\n      - "8081:8080"\n'));
+}
+
+describe('deployment files (scripts/check-compose.mjs)', () => {
+  it('the repository docker-compose.yml, Dockerfile and .dockerignore pass', () => {
+    expect(check.checkDeployFiles()).toEqual([]);
+  });
+
+  it('the command line exits 0 on the repository files', () => {
+    const res = runCli();
+    expect(res.stderr).toBe('');
+    expect(res.status).toBe(0);
+    expect(res.stdout).toContain('ok');
+  });
+
+  it('fails on a copy of the compose file where worker publishes ports, and names the problem', () => {
+    const file = path.join(tmp, 'docker-compose.worker-ports.yml');
+    writeFileSync(file, composeWithWorkerPorts());
+
+    const problems = check.checkDeployFiles({ compose: file });
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/service "worker": must not have `ports`/);
+    expect(problems[0]).toContain('--scale worker=3');
+
+    const res = runCli('--compose', file);
+    expect(res.status).toBe(1);
+    expect(res.stderr).toMatch(/service "worker": must not have `ports`/);
+  });
+
+  it.each<[string, (s: string) => string, RegExp]>([
+    ['redis without noeviction', (s) => s.replace('"--maxmemory-policy", "noeviction", ', ''), /redis.*noeviction/],
+    ['postgres without logical WAL', (s) => s.replace('-c wal_level=logical ', ''), /postgres.*wal_level=logical/],
+    ['api without its port', (s) => s.replace(/ {4}ports:\n {6}- "8080:8080"\n/, ''), /api.*8080/],
+    ['a missing service', (s) => s.replace(/^ {2}kafka:\n/m, '  broker:\n'), /service "kafka" is missing/],
+    [
+      'depends_on in the short list form',
+      (s) => s.replace(/(depends_on:\n)( {6}postgres:\n {8}condition: service_healthy\n)/, '$1      - postgres\n'),
+      /migrate.*depends_on must be the long form/,
+    ],
+    [
+      'api without the migrate condition',
+      (s) => s.replace(/(ports:\n {6}- "8080:8080"\n {4}depends_on:\n(?: {6}\w+:\n {8}condition: \w+\n){2}) {6}migrate:\n {8}condition: \w+\n/, '$1'),
+      /api.*"migrate" with condition service_completed_successfully/,
+    ],
+    ['scaled workers sharing a named DuckDB volume', (s) => s.replace('      - /app/data\n', '      - duckdb:/app/data\n'), /worker.*share one DuckDB file/],
+    ['a worker container_name', (s) => s.replace(/^( {2}worker:\n)/m, '$1    container_name: concord-worker\n'), /worker.*container_name/],
+    ['a literal SECRET_KEY', (s) => s.replace('${SECRET_KEY:?set SECRET_KEY (32+ chars)}', 'not-a-secret-at-all-but-32-chars-long'), /SECRET_KEY must be \$\{SECRET_KEY:\?/],
+    ['a short worker stop_grace_period', (s) => s.replace(/(restart: unless-stopped\n.*\n {4}stop_grace_period: )30s(\n\nvolumes:)/, '$110s$2'), /worker.*stop_grace_period/],
+  ])('compose: %s is reported', (_name, edit, expected) => {
+    const problems = check.checkCompose(mutate(composeText, edit));
+    expect(problems.join('\n')).toMatch(expected);
+  });
+
+  it.each<[string, RegExp, RegExp]>([
+    ['USER', /^USER node\n/m, /no USER line/],
+    ['HEALTHCHECK', /^HEALTHCHECK [^\n]*\\\n[^\n]*\n/m, /no HEALTHCHECK line/],
+    ['ENTRYPOINT', /^ENTRYPOINT .*\n/m, /no ENTRYPOINT line/],
+    ['STOPSIGNAL', /^STOPSIGNAL .*\n/m, /no STOPSIGNAL line/],
+  ])('Dockerfile: a missing %s line is reported', (_name, line, expected) => {
+    const problems = check.checkDockerfile(mutate(dockerfileText, (s) => s.replace(line, '')));
+    expect(problems.join('\n')).toMatch(expected);
+  });
+
+  it('Dockerfile: a shell-form ENTRYPOINT and a root USER are reported', () => {
+    const text = mutate(dockerfileText, (s) => s.replace('ENTRYPOINT ["node", "bin/concord.js"]', 'ENTRYPOINT node bin/concord.js').replace('USER node', 'USER root'));
+    const problems = check.checkDockerfile(text).join('\n');
+    expect(problems).toMatch(/ENTRYPOINT must be the exec form/);
+    expect(problems).toMatch(/USER root: must run as the non-root node user/);
+  });
+
+  describe('YAML subset parser', () => {
+    it('resolves anchors, aliases and merge keys (explicit keys win)', () => {
+      const doc = check.parseYaml(
+        [
+          'x-env: &env',
+          '  A: "1"',
+          '  B: two # comment',
+          'svc:',
+          '  environment:',
+          '    <<: *env',
+          '    B: override',
+          '  list: [a, "b, c", \'d\']',
+          '  items:',
+          '    - name: x',
+          '      port: 80',
+          '    - /plain/scalar',
+        ].join('\n'),
+      );
+      expect(doc).toEqual({
+        'x-env': { A: '1', B: 'two' },
+        svc: { environment: { A: '1', B: 'override' }, list: ['a', 'b, c', 'd'], items: [{ name: 'x', port: 80 }, '/plain/scalar'] },
+      });
+    });
+
+    it('rejects what it does not understand, with the line number', () => {
+      expect(() => check.parseYaml('a:\n  b: |\n    text\n')).toThrow(/line 2: block scalars/);
+      expect(() => check.parseYaml('a: 1\na: 2\n')).toThrow(/line 2: duplicate key "a"/);
+      expect(() => check.parseYaml('a:\n  b: 1\n   c: 2\n')).toThrow(/line 3: unexpected indentation/);
+      expect(() => check.parseYaml('a: *nowhere\n')).toThrow(/unknown anchor/);
+    });
+
+    it('reports a parse error in the compose file as a problem', () => {
+      expect(check.checkCompose('services:\n  api:\n    command: [start\n')).toEqual([
+        expect.stringMatching(/docker-compose\.yml: line 3: flow collection must open and close on one line/),
+      ]);
+    });
+  });
+});
