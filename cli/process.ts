@@ -35,7 +35,8 @@ const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url),
  */
 export async function startProcess(opts: ProcessOptions): Promise<RunningProcess> {
   const log = opts.log ?? createLogger(opts.config.logLevel);
-  let running: RunningProcess | undefined;
+  // Filled in once started; an escalation before that simply exits.
+  const started: { proc?: RunningProcess } = {};
   const runtime = new ConcordRuntime({
     config: opts.config,
     role: opts.role,
@@ -48,7 +49,7 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
         log.fatal({ actor, err: errorMessage(err) }, 'actor exceeded its restart intensity; exiting with code 1');
         const exit = () => process.exit(1);
         // Try to release what we hold, but never wait long: a process manager restarts us.
-        void Promise.race([running?.stop(Math.min(5_000, opts.config.shutdownTimeoutMs)), new Promise((r) => setTimeout(r, 5_000))]).finally(exit);
+        void Promise.race([started.proc?.stop(Math.min(5_000, opts.config.shutdownTimeoutMs)), new Promise((r) => setTimeout(r, 5_000))]).finally(exit);
       }),
   });
   const { app } = createHttpApp(runtime, {
@@ -62,7 +63,7 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
   runtime.services.log.info({ url: http.url, role: opts.role }, 'listening');
 
   let stopping: Promise<boolean> | undefined;
-  running = {
+  const running: RunningProcess = {
     runtime,
     http,
     stop(timeoutMs = opts.config.shutdownTimeoutMs) {
@@ -78,6 +79,7 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
       return stopping;
     },
   };
+  started.proc = running;
   return running;
 }
 

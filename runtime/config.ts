@@ -123,6 +123,18 @@ const envSchema = z.object({
       message: 'lower-case letters, digits, _ or -, starting with a letter, at most 32 characters',
     }),
   CONCORD_EXPOSE_DOCS: boolFlag(true),
+  KAFKA_BROKERS: z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      if (s === undefined || s.trim() === '') return undefined;
+      const brokers = s.split(',').map((b) => b.trim()).filter(Boolean);
+      if (brokers.length === 0 || brokers.some((b) => !/^[A-Za-z0-9.-]+:\d{1,5}$/.test(b))) {
+        ctx.addIssue({ code: 'custom', message: 'a comma-separated list of host:port' });
+        return z.NEVER;
+      }
+      return brokers;
+    }),
 });
 
 export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
@@ -152,6 +164,8 @@ export interface Config {
   /** BullMQ key prefix in Redis. @defaultValue 'concord' */
   queuePrefix: string;
   exposeDocs: boolean;
+  /** Kafka bootstrap brokers; unset means Redis Streams is the event transport. */
+  kafkaBrokers: string[] | undefined;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -181,6 +195,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     queuePrefix: e.CONCORD_QUEUE_PREFIX ?? 'concord',
     exposeDocs: e.CONCORD_EXPOSE_DOCS,
+    kafkaBrokers: e.KAFKA_BROKERS,
   };
 }
 

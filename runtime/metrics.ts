@@ -50,29 +50,27 @@ export class Metrics {
     this.leaseHeld = new Gauge({ name: 'concord_lease_held', help: '1 while this process holds the lease', labelNames: ['lease'], registers });
 
     // Depth is read from Redis when Prometheus scrapes, so it is never stale.
-    const self = this;
-    new Gauge({
+    const depths = async () => (await this.depthSource?.queueDepths()) ?? [];
+    const queueJobs: Gauge<'queue' | 'state'> = new Gauge({
       name: 'concord_queue_jobs',
       help: 'Jobs in a queue by state, read at scrape time',
       labelNames: ['queue', 'state'],
       registers,
-      async collect() {
-        this.reset();
-        const depths = (await self.depthSource?.queueDepths()) ?? [];
-        for (const { queue, counts } of depths) {
-          for (const [state, n] of Object.entries(counts)) this.set({ queue, state }, n);
+      collect: async () => {
+        queueJobs.reset();
+        for (const { queue, counts } of await depths()) {
+          for (const [state, n] of Object.entries(counts)) queueJobs.set({ queue, state }, n);
         }
       },
     });
-    new Gauge({
+    const dlqJobs: Gauge<'queue'> = new Gauge({
       name: 'concord_dlq_jobs',
       help: 'Entries waiting in a queue\'s dead-letter queue, read at scrape time',
       labelNames: ['queue'],
       registers,
-      async collect() {
-        this.reset();
-        const depths = (await self.depthSource?.queueDepths()) ?? [];
-        for (const { queue, dlq } of depths) this.set({ queue }, dlq);
+      collect: async () => {
+        dlqJobs.reset();
+        for (const { queue, dlq } of await depths()) dlqJobs.set({ queue }, dlq);
       },
     });
   }

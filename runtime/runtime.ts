@@ -52,7 +52,6 @@ export class ConcordRuntime {
     this.connections = [redis, workerConnection];
     const queues = new QueueSet(registry, redis, config.queuePrefix);
     metrics.setDepthSource(queues);
-    const runtime = this;
     this.services = {
       config,
       role,
@@ -64,26 +63,26 @@ export class ConcordRuntime {
       deadLetters: new DeadLetters(queues),
       redis,
       workerConnection,
-      pg() {
+      pg: () => {
         if (!config.databaseUrl) throw new Error('DATABASE_URL is not set: PostgreSQL is needed here');
-        runtime.pool ??= createPgPool(config.databaseUrl);
-        return runtime.pool;
+        this.pool ??= createPgPool(config.databaseUrl);
+        return this.pool;
       },
-      duckdb() {
-        runtime.duck ??= openDuckDb(config.duckdb).then(
+      duckdb: () => {
+        this.duck ??= openDuckDb(config.duckdb).then(
           (db) => {
-            runtime.duckStatus = { ok: true };
+            this.duckStatus = { ok: true };
             return db;
           },
           (err: unknown) => {
-            runtime.duck = undefined; // let a later call try again
-            runtime.duckStatus = { ok: false, error: errorMessage(err) };
+            this.duck = undefined; // let a later call try again
+            this.duckStatus = { ok: false, error: errorMessage(err) };
             throw err;
           },
         );
-        return runtime.duck;
+        return this.duck;
       },
-      hasDuckDb: () => runtime.duckStatus?.ok === true,
+      hasDuckDb: () => this.duckStatus?.ok === true,
     };
     const runsActors = role !== 'api';
     this.supervisor = runsActors

@@ -1,4 +1,4 @@
-import { BehaviorSubject, Observable, Subscription, bufferTime, filter, firstValueFrom, mergeMap } from 'rxjs';
+import { BehaviorSubject, Observable, bufferTime, filter, firstValueFrom, mergeMap, type Subscription } from 'rxjs';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { QueueSet } from './queue-set.js';

@@ -53,6 +53,11 @@ describe('config', () => {
     expect(problems({ SECRET_KEY: SECRET, ALGORITHMS: 'HS256,XX1' })[0]).toMatchObject({ variable: 'ALGORITHMS' });
   });
 
+  it('reads Kafka brokers as a host:port list', () => {
+    expect(loadConfig({ SECRET_KEY: SECRET, KAFKA_BROKERS: 'kafka:9092, 10.0.0.2:9093' }).kafkaBrokers).toEqual(['kafka:9092', '10.0.0.2:9093']);
+    expect(problems({ SECRET_KEY: SECRET, KAFKA_BROKERS: 'kafka' })[0]).toMatchObject({ variable: 'KAFKA_BROKERS', expected: 'a comma-separated list of host:port' });
+  });
+
   it('derives the JWKS URL and issuer from AUTH0_DOMAIN', () => {
     const c = loadConfig({ AUTH0_DOMAIN: 'tenant.eu.auth0.com', API_AUDIENCE: 'https://api.example/' });
     expect(c.auth).toMatchObject({ jwksUrl: 'https://tenant.eu.auth0.com/.well-known/jwks.json', issuer: 'https://tenant.eu.auth0.com/', audience: 'https://api.example/', algorithms: ['RS256'] });
