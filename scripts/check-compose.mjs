@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Structural checks for docker-compose.yml, Dockerfile and .dockerignore, for machines without
-// a Docker engine (so without `docker compose config`). Plain Node ESM with no dependencies.
+// a Docker engine (so without `docker compose config`). Needs the dev dependencies (`npm install`).
 //
 //   node scripts/check-compose.mjs [--compose FILE] [--dockerfile FILE] [--dockerignore FILE]
 //
@@ -10,274 +10,15 @@
 // Concord services start in dependency order, and the image runs as `node` with a health
 // check, exec-form entrypoint and SIGTERM as the stop signal.
 //
-// docker-compose.yml is read with a small parser for the YAML subset compose files use (block
-// mappings and sequences, one-line flow collections, quoted and plain scalars, comments,
-// anchors, aliases and `<<` merge keys). Anything outside that subset is reported as an
-// error with its line number instead of being guessed at.
+// docker-compose.yml is parsed with the `yaml` package (YAML 1.2 core schema, with `<<` merge
+// keys as Compose resolves them); a syntax error is reported as a problem with its position.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { parse } from 'yaml';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-// ---------------------------------------------------------------------------------------------
-// YAML subset parser
-
-export class YamlSubsetError extends Error {
-  constructor(line, message) {
-    super(line ? `line ${line}: ${message}` : message);
-    this.name = 'YamlSubsetError';
-    this.line = line;
-  }
-}
-
-/** Characters after which a quote opens a quoted scalar (a quote inside `don't` does not). */
-const QUOTE_MAY_OPEN = /[\s[{,]/;
-
-/** The line without its comment; quotes are respected. */
-function stripComment(text, lineNo) {
-  let quote = null;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quote) {
-      if (quote === '"' && c === '\\') i++;
-      else if (c === quote) {
-        if (quote === "'" && text[i + 1] === "'") i++;
-        else quote = null;
-      }
-      continue;
-    }
-    if ((c === '"' || c === "'") && (i === 0 || QUOTE_MAY_OPEN.test(text[i - 1]))) quote = c;
-    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]))) return text.slice(0, i);
-  }
-  if (quote) throw new YamlSubsetError(lineNo, `unterminated ${quote === '"' ? 'double' : 'single'}-quoted scalar (multi-line scalars are not supported)`);
-  return text;
-}
-
-function toLines(source) {
-  const lines = [];
-  const raw = source.replace(/^\uFEFF/, '').split(/\r?\n/);
-  raw.forEach((full, index) => {
-    const no = index + 1;
-    const text = stripComment(full, no).trimEnd();
-    if (text.trim() === '') return;
-    const lead = /^[ \t]*/.exec(text)[0];
-    if (lead.includes('\t')) throw new YamlSubsetError(no, 'tab in indentation');
-    const body = text.slice(lead.length);
-    if (lead.length === 0 && (body === '---' || body === '...')) {
-      if (lines.length > 0) throw new YamlSubsetError(no, 'multiple YAML documents are not supported');
-      return;
-    }
-    if (body.startsWith('%')) throw new YamlSubsetError(no, 'YAML directives are not supported');
-    lines.push({ no, indent: lead.length, text: body });
-  });
-  return lines;
-}
-
-/** Index of the first `c` outside quotes, or -1. */
-function indexOutsideQuotes(text, predicate) {
-  let quote = null;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quote) {
-      if (quote === '"' && c === '\\') i++;
-      else if (c === quote) {
-        if (quote === "'" && text[i + 1] === "'") i++;
-        else quote = null;
-      }
-      continue;
-    }
-    if ((c === '"' || c === "'") && (i === 0 || QUOTE_MAY_OPEN.test(text[i - 1]))) quote = c;
-    else if (predicate(text, i)) return i;
-  }
-  return -1;
-}
-
-/** `key: rest` -> { key, rest }, or null when the text is not a mapping entry. */
-function splitKey(text, lineNo) {
-  if (/^[[{*&!|>]/.test(text)) return null;
-  const at = indexOutsideQuotes(text, (t, i) => t[i] === ':' && (i + 1 === t.length || t[i + 1] === ' '));
-  if (at < 0) return null;
-  const rawKey = text.slice(0, at).trim();
-  if (rawKey === '') throw new YamlSubsetError(lineNo, 'empty mapping key');
-  if (rawKey.startsWith('?')) throw new YamlSubsetError(lineNo, 'complex mapping keys are not supported');
-  const key = rawKey.startsWith('"') || rawKey.startsWith("'") ? parseQuoted(rawKey, lineNo) : rawKey;
-  return { key, rest: text.slice(at + 1).trim() };
-}
-
-function parseQuoted(raw, lineNo) {
-  const q = raw[0];
-  if (raw.length < 2 || raw[raw.length - 1] !== q) throw new YamlSubsetError(lineNo, `bad quoted scalar ${raw}`);
-  if (q === "'") return raw.slice(1, -1).replace(/''/g, "'");
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw new YamlSubsetError(lineNo, `unsupported escape in double-quoted scalar ${raw}`);
-  }
-}
-
-/** A scalar with YAML 1.2 core-schema typing: null, booleans, numbers, otherwise a string. */
-function parseScalar(raw, lineNo) {
-  const s = raw.trim();
-  if (s === '' || s === '~' || s === 'null') return null;
-  if (s[0] === '"' || s[0] === "'") return parseQuoted(s, lineNo);
-  if (/^[|>]/.test(s)) throw new YamlSubsetError(lineNo, 'block scalars (| and >) are not supported');
-  if (/^[!&*%@`]/.test(s)) throw new YamlSubsetError(lineNo, `unsupported YAML syntax at ${JSON.stringify(s)}`);
-  if (s === 'true') return true;
-  if (s === 'false') return false;
-  if (/^[-+]?\d+$/.test(s)) return Number(s);
-  if (/^[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?$/.test(s)) return Number(s);
-  return s;
-}
-
-function splitFlowItems(inner, lineNo) {
-  const items = [];
-  let rest = inner;
-  for (;;) {
-    const at = indexOutsideQuotes(rest, (t, i) => t[i] === ',');
-    const item = (at < 0 ? rest : rest.slice(0, at)).trim();
-    if (/^[[{]/.test(item)) throw new YamlSubsetError(lineNo, 'nested flow collections are not supported');
-    if (item !== '') items.push(item);
-    else if (at >= 0) throw new YamlSubsetError(lineNo, 'empty entry in flow collection');
-    if (at < 0) return items;
-    rest = rest.slice(at + 1);
-  }
-}
-
-function parseFlow(raw, lineNo) {
-  const open = raw[0];
-  const close = open === '[' ? ']' : '}';
-  if (raw[raw.length - 1] !== close) {
-    throw new YamlSubsetError(lineNo, `flow collection must open and close on one line: ${raw}`);
-  }
-  const items = splitFlowItems(raw.slice(1, -1), lineNo);
-  if (open === '[') return items.map((item) => parseScalar(item, lineNo));
-  const map = {};
-  for (const item of items) {
-    const kv = splitKey(item, lineNo);
-    if (!kv) throw new YamlSubsetError(lineNo, `expected "key: value" in flow mapping, got ${item}`);
-    setKey(map, kv.key, parseScalar(kv.rest, lineNo), lineNo);
-  }
-  return map;
-}
-
-function setKey(map, key, value, lineNo) {
-  if (key === '__proto__') throw new YamlSubsetError(lineNo, 'the key __proto__ is not allowed');
-  if (Object.hasOwn(map, key)) throw new YamlSubsetError(lineNo, `duplicate key ${JSON.stringify(key)}`);
-  map[key] = value;
-}
-
-const isSeqItem = (text) => text === '-' || text.startsWith('- ');
-
-class Parser {
-  constructor(source) {
-    this.lines = toLines(source);
-    this.i = 0;
-    this.anchors = new Map();
-  }
-
-  document() {
-    if (this.lines.length === 0) return null;
-    const first = this.lines[0];
-    if (first.indent !== 0) throw new YamlSubsetError(first.no, 'the document must start at column 1');
-    const value = this.block(0);
-    const extra = this.lines[this.i];
-    if (extra) throw new YamlSubsetError(extra.no, 'unexpected content (check the indentation)');
-    return value;
-  }
-
-  block(indent) {
-    return isSeqItem(this.lines[this.i].text) ? this.sequence(indent) : this.mapping(indent);
-  }
-
-  mapping(indent) {
-    const map = {};
-    const merges = [];
-    while (this.i < this.lines.length) {
-      const line = this.lines[this.i];
-      if (line.indent < indent) break;
-      if (line.indent > indent) throw new YamlSubsetError(line.no, 'unexpected indentation');
-      if (isSeqItem(line.text)) throw new YamlSubsetError(line.no, 'a sequence item where a mapping key was expected');
-      const kv = splitKey(line.text, line.no);
-      if (!kv) throw new YamlSubsetError(line.no, `expected "key: value", got ${JSON.stringify(line.text)}`);
-      this.i++;
-      const value = this.value(kv.rest, line, indent, true);
-      if (kv.key === '<<') {
-        const sources = Array.isArray(value) ? value : [value];
-        for (const source of sources) {
-          if (!isMap(source)) throw new YamlSubsetError(line.no, 'a merge key (<<) needs an alias of a mapping');
-          merges.push(source);
-        }
-        continue;
-      }
-      setKey(map, kv.key, value, line.no);
-    }
-    // Keys written in the mapping win over merged ones; among merges, the first wins.
-    for (const source of merges) {
-      for (const [key, value] of Object.entries(source)) if (!Object.hasOwn(map, key)) map[key] = value;
-    }
-    return map;
-  }
-
-  sequence(indent) {
-    const items = [];
-    while (this.i < this.lines.length) {
-      const line = this.lines[this.i];
-      if (line.indent < indent) break;
-      if (line.indent > indent) throw new YamlSubsetError(line.no, 'unexpected indentation');
-      if (!isSeqItem(line.text)) break;
-      const after = line.text.slice(1);
-      const item = after.trimStart();
-      if (isSeqItem(item)) throw new YamlSubsetError(line.no, 'nested "- -" sequences are not supported');
-      if (item !== '' && splitKey(item, line.no)) {
-        // "- key: value": a mapping whose keys line up with this first key.
-        const column = indent + 1 + (after.length - item.length);
-        this.lines[this.i] = { no: line.no, indent: column, text: item };
-        items.push(this.mapping(column));
-      } else {
-        this.i++;
-        items.push(this.value(item, line, indent, false));
-      }
-    }
-    return items;
-  }
-
-  /** The value after `key:` or `-`; may continue on the following, more indented lines. */
-  value(rest, line, parentIndent, inMapping) {
-    let text = rest;
-    let anchor;
-    if (text.startsWith('&')) {
-      const m = /^&([^\s[\]{},]+)\s*(.*)$/.exec(text);
-      if (!m) throw new YamlSubsetError(line.no, 'bad anchor');
-      anchor = m[1];
-      text = m[2];
-    }
-    let value;
-    if (text === '') {
-      const next = this.lines[this.i];
-      if (next && next.indent > parentIndent) value = this.block(next.indent);
-      else if (inMapping && next && next.indent === parentIndent && isSeqItem(next.text)) value = this.sequence(parentIndent);
-      else value = null;
-    } else if (text.startsWith('*')) {
-      const name = text.slice(1);
-      if (!/^[^\s[\]{},]+$/.test(name)) throw new YamlSubsetError(line.no, `bad alias ${text}`);
-      if (!this.anchors.has(name)) throw new YamlSubsetError(line.no, `unknown anchor *${name}`);
-      value = this.anchors.get(name);
-    } else if (text.startsWith('[') || text.startsWith('{')) {
-      value = parseFlow(text, line.no);
-    } else {
-      value = parseScalar(text, line.no);
-    }
-    if (anchor !== undefined) this.anchors.set(anchor, value);
-    return value;
-  }
-}
-
-/** Parse the YAML subset described at the top of this file; throws YamlSubsetError. */
-export function parseYaml(source) {
-  return new Parser(source).document();
-}
 
 // ---------------------------------------------------------------------------------------------
 // docker-compose.yml
@@ -358,9 +99,10 @@ export function checkCompose(source, file = 'docker-compose.yml') {
   const problem = (msg) => problems.push(`${file}: ${msg}`);
   let doc;
   try {
-    doc = parseYaml(source);
+    doc = parse(source, { merge: true });
   } catch (err) {
-    problem(err instanceof YamlSubsetError ? err.message : `cannot parse: ${err}`);
+    // The yaml package's message is "<what> at line L, column C:" followed by a code excerpt.
+    problem(`invalid YAML: ${String(err?.message ?? err).split('\n')[0].replace(/:$/, '')}`);
     return problems;
   }
   if (!isMap(doc)) {

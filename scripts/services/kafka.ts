@@ -2,17 +2,17 @@
  * Dev/test harness: a real single-node Apache Kafka broker (KRaft, no ZooKeeper, no Docker).
  *
  * The broker's jars come from Maven Central through scripts/kafka/pom.xml and are cached
- * outside the git tree; every start gets a fresh, throw-away storage directory.
+ * outside the git tree (see kafka-jars.ts); every start gets a fresh, throw-away storage directory.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
+import { ensureKafkaJars, locateKafkaJars } from './kafka-jars.js';
 
 export interface KafkaHandle {
   brokers: string[];
@@ -29,11 +29,9 @@ export interface StartKafkaOptions {
   dataDir?: string;
 }
 
-const POM_PATH = fileURLToPath(new URL('../kafka/pom.xml', import.meta.url));
 /** Kafka 4.x brokers refuse to run on anything older. */
 const MIN_JAVA_MAJOR = 17;
 const READY_TIMEOUT_MS = 90_000;
-const FETCH_TIMEOUT_MS = 5 * 60_000;
 const STOP_GRACE_MS = 5_000;
 const LOG_TAIL_LINES = 40;
 const READINESS_GROUP = 'concord-kafka-harness-readiness';
@@ -55,25 +53,20 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaAva
     return { ok: true, handle: { brokers: external, external: true, stop: async () => {} } };
   }
 
-  const pom = await readPom();
+  const jars = await locateKafkaJars();
   const java = javaBinary();
   const javaProblem = checkJava(java);
   if (javaProblem) return { ok: false, reason: javaProblem };
 
-  const cacheDir = path.join(cacheRoot(), `kafka-${pom.kafkaVersion}`);
-  if (!(await isFetched(cacheDir, pom.hash))) {
-    if (!commandExists('mvn')) {
-      return { ok: false, reason: 'mvn not found: install Maven (to fetch the Kafka jars) or set KAFKA_BROKERS' };
-    }
-    await fetchJars(cacheDir, pom.hash, log);
-  }
+  const jarsProblem = await ensureKafkaJars(jars, log);
+  if (jarsProblem) return { ok: false, reason: jarsProblem };
 
-  const handle = await launchBroker({ java, libDir: path.join(cacheDir, 'lib'), parentDir: opts.dataDir ?? os.tmpdir(), log });
+  const handle = await launchBroker({ java, libDir: jars.libDir, parentDir: opts.dataDir ?? os.tmpdir(), log });
   return { ok: true, handle };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Environment and tools
+// Environment and Java
 
 function externalBrokers(): string[] | undefined {
   const brokers = (process.env.KAFKA_BROKERS ?? '')
@@ -83,19 +76,10 @@ function externalBrokers(): string[] | undefined {
   return brokers.length > 0 ? brokers : undefined;
 }
 
-function cacheRoot(): string {
-  return process.env.CONCORD_CACHE_DIR ?? path.join(os.homedir(), '.cache', 'concord');
-}
-
 /** Honour JAVA_HOME like Kafka's own launch scripts do, else whatever `java` is on PATH. */
 function javaBinary(): string {
   const home = process.env.JAVA_HOME;
   return home ? path.join(home, 'bin', 'java') : 'java';
-}
-
-function commandExists(cmd: string): boolean {
-  const res = spawnSync(cmd, ['-version'], { stdio: 'ignore' });
-  return !(res.error && (res.error as NodeJS.ErrnoException).code === 'ENOENT');
 }
 
 /** Returns a human reason when Java is missing or too old, else undefined. */
@@ -110,104 +94,6 @@ function checkJava(java: string): string | undefined {
     return `Java ${major} found but the Kafka broker needs Java ${MIN_JAVA_MAJOR}+: install a newer JDK (or point JAVA_HOME at one) or set KAFKA_BROKERS`;
   }
   return undefined;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Jar cache
-
-interface PomInfo {
-  kafkaVersion: string;
-  /** Any pom edit (e.g. a log4j bump) changes this, which invalidates the cached jars. */
-  hash: string;
-}
-
-/** The pom is the single source of truth for the version, so bumping it there is enough. */
-async function readPom(): Promise<PomInfo> {
-  const text = await readFile(POM_PATH, 'utf8');
-  const version = /<kafka\.version>\s*([^<\s]+)\s*<\/kafka\.version>/.exec(text)?.[1];
-  if (!version) throw new Error(`no <kafka.version> property in ${POM_PATH}`);
-  return { kafkaVersion: version, hash: createHash('sha256').update(text).digest('hex') };
-}
-
-function markerPath(cacheDir: string): string {
-  return path.join(cacheDir, '.fetched');
-}
-
-/** The marker is written last, so its presence (with the current pom's hash) means lib/ is whole. */
-async function isFetched(cacheDir: string, pomHash: string): Promise<boolean> {
-  try {
-    return (await readFile(markerPath(cacheDir), 'utf8')).trim() === pomHash;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Copies the jars into a private staging dir, then swaps it in as lib/ and writes the marker.
- * An interrupted run leaves at most a stale staging dir or an unmarked lib/, both redone next time.
- */
-async function fetchJars(cacheDir: string, pomHash: string, log: (msg: string) => void): Promise<void> {
-  await mkdir(cacheDir, { recursive: true });
-  await removeStaleStaging(cacheDir);
-  const staging = path.join(cacheDir, `lib.partial-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const started = Date.now();
-  log(`fetching Kafka jars with mvn into ${cacheDir} (first run only)...`);
-  try {
-    await runMaven(['-q', '-B', '-f', POM_PATH, 'dependency:copy-dependencies', `-DoutputDirectory=${staging}`]);
-    // Another process may have finished the same fetch meanwhile; keep its copy rather than
-    // pulling lib/ out from under a broker it may already be starting.
-    if (await isFetched(cacheDir, pomHash)) return;
-    const lib = path.join(cacheDir, 'lib');
-    await rm(markerPath(cacheDir), { force: true });
-    await rm(lib, { recursive: true, force: true });
-    await rename(staging, lib);
-    const tmpMarker = `${markerPath(cacheDir)}.${process.pid}`;
-    await writeFile(tmpMarker, `${pomHash}\n`);
-    await rename(tmpMarker, markerPath(cacheDir));
-    log(`fetched Kafka jars in ${((Date.now() - started) / 1000).toFixed(1)}s`);
-  } finally {
-    await rm(staging, { recursive: true, force: true });
-  }
-}
-
-/** Staging dirs of fetches whose process died (killed test run, Ctrl-C) would otherwise pile up. */
-async function removeStaleStaging(cacheDir: string): Promise<void> {
-  for (const entry of await readdir(cacheDir)) {
-    const pid = /^lib\.partial-(\d+)-/.exec(entry)?.[1];
-    if (pid && !isAlive(Number(pid))) await rm(path.join(cacheDir, entry), { recursive: true, force: true });
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function runMaven(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('mvn', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const collect = (chunk: Buffer): void => {
-      output = (output + chunk.toString()).slice(-8_000);
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
-    const timer = setTimeout(() => child.kill('SIGKILL'), FETCH_TIMEOUT_MS);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`could not run mvn: ${err.message}`));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve();
-      else reject(new Error(`mvn ${args.join(' ')} failed (${signal ?? `exit ${code}`}):\n${output}`));
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -112,11 +112,13 @@ export function writeOwnerFile(dir: string, serverPid: number | null): void {
   fs.writeFileSync(path.join(dir, OWNER_FILE), JSON.stringify({ owner: process.pid, server: serverPid }));
 }
 
-function isAlive(pid: number): boolean {
+/** True while a process with this pid exists (signal 0 only checks, it delivers nothing). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
   } catch (err) {
+    // EPERM: it exists but belongs to someone else.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
