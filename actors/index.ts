@@ -1,16 +1,13 @@
-import type { Actor, Config } from '../runtime/index.js';
-import type { QueueDefinition } from '../queues/index.js';
+import type { ActorFactory } from './factory.js';
+import { syncSchedulerFactory } from './sync-scheduler/index.js';
+
+export type { ActorFactory } from './factory.js';
 
 /**
  * The actors `concord start` can run, by name. Each capability adds an entry
  * from its own folder (actors/<name>/index.ts); actors never import each other.
  */
-export interface ActorFactory {
-  /** Queues the actor consumes or produces (registered in every role, so the API and Bull Board know them). */
-  queues: ReadonlyArray<QueueDefinition<unknown>>;
-  /** Whether `--role worker` runs it when `--actors` is not given. */
-  enabledByDefault(config: Config): boolean;
-  create(config: Config): Actor;
+export function actorCatalog(env: NodeJS.ProcessEnv = process.env): Record<string, ActorFactory> {
+  const factories = [syncSchedulerFactory(env)];
+  return Object.fromEntries(factories.map((f) => [f.name, f]));
 }
-
-export const actorCatalog: Readonly<Record<string, ActorFactory>> = {};

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { actorCatalog } from '../actors/index.js';
-import { ConfigError, createLogger, createPgPool, errorMessage, loadConfig, openDuckDb, type Config, type Role } from '../runtime/index.js';
-import { migrateDuckDb, migratePostgres, migrationsDir, readMigrations } from '../runtime/migrate.js';
+import { ConfigError, createLogger, errorMessage, loadConfig, openDuckDb, type Role } from '../runtime/index.js';
+import { migrateDuckDb, migrationsDir, readMigrations } from '../runtime/migrate.js';
+import { migrateDatabase, selectCapabilities } from './capabilities.js';
 import { exitOnSignals, startProcess } from './process.js';
 
 const HELP = `concord - data-consistency runtime on BullMQ/Redis
@@ -23,19 +24,6 @@ SIGTERM/SIGINT drain in-flight jobs and exit 0 within SHUTDOWN_TIMEOUT_MS.`;
 
 const ROLES: readonly Role[] = ['all', 'api', 'worker'];
 
-function selectActors(config: Config, role: Role, names: string | undefined) {
-  if (role === 'api') return [];
-  const known = Object.keys(actorCatalog);
-  const wanted = names
-    ? names.split(',').map((s) => s.trim()).filter(Boolean)
-    : known.filter((name) => actorCatalog[name]?.enabledByDefault(config));
-  const unknown = wanted.filter((n) => !known.includes(n));
-  if (unknown.length > 0) {
-    throw new Error(`--actors: unknown actor(s) ${unknown.join(', ')}; known: ${known.join(', ') || '(none yet)'}`);
-  }
-  return wanted.map((name) => actorCatalog[name]!.create(config));
-}
-
 async function start(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { role: { type: 'string', default: 'all' }, actors: { type: 'string' } }, strict: true });
   const role = values.role as Role;
@@ -43,9 +31,8 @@ async function start(args: string[]): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   if (config.auth.mode === 'none') log.warn('AUTH_MODE=none: the control plane and Bull Board are open to anyone who can reach them');
-  const actors = selectActors(config, role, values.actors);
-  const queues = Object.values(actorCatalog).flatMap((f) => f.queues);
-  const proc = await startProcess({ config, role, actors, queues, log });
+  const capabilities = selectCapabilities(role, values.actors);
+  const proc = await startProcess({ config, role, log, ...capabilities });
   exitOnSignals(proc, log, config.shutdownTimeoutMs);
 }
 
@@ -53,17 +40,14 @@ async function migrate(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.logLevel);
   if (!config.databaseUrl) throw new ConfigError([{ variable: 'DATABASE_URL', value: undefined, expected: 'a postgres:// URL to migrate' }]);
-  const pool = createPgPool(config.databaseUrl, 2);
-  try {
-    const pg = await migratePostgres(pool, await readMigrations(migrationsDir('postgres')));
-    log.info({ applied: pg }, `PostgreSQL: ${pg.length} migration(s) applied`);
-  } finally {
-    await pool.end();
-  }
+  await migrateDatabase('postgres', config.databaseUrl, log);
+  // The consistency manager's two databases, when configured.
+  if (process.env.QUEUE_DB_URI) await migrateDatabase('queue-db', process.env.QUEUE_DB_URI, log);
+  if (process.env.USER_PORTFOLIO_DB_URI) await migrateDatabase('portfolio-db', process.env.USER_PORTFOLIO_DB_URI, log);
   const duck = await openDuckDb(config.duckdb);
   try {
     const dd = await migrateDuckDb(duck.connection, await readMigrations(migrationsDir('duckdb')));
-    log.info({ applied: dd }, `DuckDB: ${dd.length} migration(s) applied`);
+    log.info({ applied: dd }, `duckdb: ${dd.length} migration(s) applied`);
   } finally {
     duck.close();
   }
@@ -77,7 +61,7 @@ async function main(argv: string[]): Promise<void> {
     case 'migrate':
       return migrate();
     case 'actors':
-      console.log(Object.keys(actorCatalog).join('\n') || '(no actors yet)');
+      for (const f of Object.values(actorCatalog())) console.log(`${f.name}\t${f.enabled() ? 'enabled' : 'not configured'}`);
       return;
     case undefined:
     case '--help':

@@ -1,10 +1,9 @@
 import { readFileSync } from 'node:fs';
-import type { Actor, Config, Logger, Role } from '../runtime/index.js';
+import type { Actor, CapabilityExtension, Config, Logger, Role } from '../runtime/index.js';
 import { ConcordRuntime, createLogger, errorMessage } from '../runtime/index.js';
 import type { QueueDefinition } from '../queues/index.js';
 import { createHttpApp } from '../http/app.js';
 import type { RouteSpec } from '../http/route.js';
-import type { StatsSection } from '../http/routes/stats.js';
 import { listen, type HttpServer } from '../http/server.js';
 
 export interface ProcessOptions {
@@ -12,8 +11,10 @@ export interface ProcessOptions {
   role: Role;
   actors?: readonly Actor[];
   queues?: ReadonlyArray<QueueDefinition<unknown>>;
-  routes?: RouteSpec[];
-  stats?: StatsSection[];
+  /** Routes of enabled capabilities, built once the runtime exists. */
+  routes?: (runtime: ConcordRuntime) => RouteSpec[];
+  /** Stats sections and readiness checks of enabled capabilities; closed on stop. */
+  extensions?: CapabilityExtension[];
   log?: Logger;
   /** What to do when an actor exceeds its restart intensity. @defaultValue exit the process with code 1 */
   onEscalate?: (actor: string, err: Error) => void;
@@ -55,8 +56,9 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
   const { app } = createHttpApp(runtime, {
     info: { name: pkg.name, version: pkg.version, description: pkg.description },
     surface: opts.role === 'worker' ? 'ops' : 'control',
-    routes: opts.routes,
-    stats: opts.stats,
+    routes: opts.routes?.(runtime),
+    stats: (opts.extensions ?? []).flatMap((e) => e.stats ?? []),
+    readiness: (opts.extensions ?? []).flatMap((e) => e.readiness ?? []),
   });
   await runtime.start();
   const http = await listen(app, opts.config.port, opts.config.host);
@@ -72,6 +74,7 @@ export async function startProcess(opts: ProcessOptions): Promise<RunningProcess
         const orderly = (async () => {
           await http.close(Math.min(5_000, timeoutMs));
           await runtime.stop();
+          await Promise.allSettled((opts.extensions ?? []).map((e) => e.close()));
           return true;
         })();
         return Promise.race([orderly, deadline]);

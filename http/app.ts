@@ -1,7 +1,7 @@
 import Koa, { type Middleware } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import type { ConcordRuntime } from '../runtime/index.js';
+import type { ConcordRuntime, ReadinessCheck, StatsSection } from '../runtime/index.js';
 import { createTokenVerifier, requireAuth, type TokenVerifier } from './auth.js';
 import { BULL_BOARD_PATH, bullBoard } from './bull-board.js';
 import { docsRoutes } from './docs.js';
@@ -11,7 +11,7 @@ import { requestContext } from './request-context.js';
 import { mountRoutes, type RouteSpec } from './route.js';
 import { dlqRoutes } from './routes/dlq.js';
 import { metaRoutes, type AppInfo } from './routes/meta.js';
-import { statsRoutes, type StatsSection } from './routes/stats.js';
+import { statsRoutes } from './routes/stats.js';
 
 export interface HttpAppOptions {
   info: AppInfo;
@@ -20,6 +20,7 @@ export interface HttpAppOptions {
   /** Routes contributed by capabilities (one router file per concern). */
   routes?: RouteSpec[];
   stats?: StatsSection[];
+  readiness?: ReadinessCheck[];
   verifier?: TokenVerifier;
 }
 
@@ -34,7 +35,7 @@ export function createHttpApp(runtime: ConcordRuntime, opts: HttpAppOptions): { 
   app.silent = true; // errors are logged by errorMiddleware with the request id
   const authMiddleware: Middleware = requireAuth(opts.verifier ?? createTokenVerifier(auth), auth.mode);
 
-  const routes: RouteSpec[] = [...metaRoutes(runtime, opts.info)];
+  const routes: RouteSpec[] = [...metaRoutes(runtime, opts.info, opts.readiness)];
   if (opts.surface === 'control') {
     routes.push(...statsRoutes(runtime, opts.stats), ...dlqRoutes(runtime), ...(opts.routes ?? []));
     if (services.config.exposeDocs) {

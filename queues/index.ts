@@ -1,3 +1,4 @@
 export { defineQueue, dlqName, DLQ_SUFFIX, DEFAULT_JOB_OPTIONS, type QueueDefinition } from './definition.js';
 export { QueueRegistry } from './registry.js';
 export { dlqEntrySchema, type DlqEntry } from './dlq-entry.js';
+export { reconcileQueue, syncStatsKeys, type ReconcileJob } from './reconcile.js';

@@ -18,3 +18,4 @@ export { ProcessRegistry, type ProcessRecord, type Role } from './process-regist
 export { checkReadiness, type Readiness } from './readiness.js';
 export { createRedis, createPgPool, openDuckDb, withTimeout, type DuckDb } from './connections.js';
 export type { RuntimeServices } from './services.js';
+export type { StatsSection, ReadinessCheck, CapabilityExtension } from './extensions.js';

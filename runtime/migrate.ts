@@ -97,7 +97,9 @@ export async function migrateDuckDb(connection: DuckDBConnection, migrations: re
   return done;
 }
 
-/** The repository's migrations folder for one database (`postgres` or `duckdb`). */
-export function migrationsDir(database: 'postgres' | 'duckdb'): string {
+export type MigrationSet = 'postgres' | 'duckdb' | 'queue-db' | 'portfolio-db';
+
+/** The repository's migrations folder for one database. */
+export function migrationsDir(database: MigrationSet): string {
   return new URL(`../migrations/${database}/`, import.meta.url).pathname;
 }

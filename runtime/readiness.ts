@@ -2,6 +2,7 @@ import { errorMessage } from './errors.js';
 import { withTimeout } from './connections.js';
 import type { DependencyStatus, ProcessRegistry } from './process-registry.js';
 import type { RuntimeServices } from './services.js';
+import type { ReadinessCheck } from './extensions.js';
 
 export interface Readiness {
   ready: boolean;
@@ -24,15 +25,17 @@ async function probe(what: string, work: () => Promise<unknown>): Promise<Depend
  * process holds it; an api-only process relies on what worker processes report
  * in their heartbeats, since only one process may open a DuckDB file.
  */
-export async function checkReadiness(services: RuntimeServices, processes: ProcessRegistry): Promise<Readiness> {
-  const [redis, postgres, duckdb] = await Promise.all([
+export async function checkReadiness(services: RuntimeServices, processes: ProcessRegistry, extra: readonly ReadinessCheck[] = []): Promise<Readiness> {
+  const [redis, postgres, duckdb, ...others] = await Promise.all([
     probe('Redis', () => services.redis.ping()),
     services.config.databaseUrl
       ? probe('PostgreSQL', () => services.pg().query('SELECT 1'))
       : Promise.resolve<DependencyStatus>({ ok: false, error: 'DATABASE_URL is not set' }),
     checkDuckDb(services, processes),
+    ...extra.map((c) => probe(c.name, () => c.check())),
   ]);
-  const checks = { redis, postgres, duckdb };
+  const checks: Record<string, DependencyStatus> = { redis, postgres, duckdb };
+  extra.forEach((c, i) => (checks[c.name] = others[i]!));
   return { ready: Object.values(checks).every((c) => c.ok), checks };
 }
 

@@ -5,10 +5,11 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createLogger, loadConfig, openDuckDb, createPgPool } from '../runtime/index.js';
-import { migrateDuckDb, migratePostgres, migrationsDir, readMigrations } from '../runtime/migrate.js';
-import { actorCatalog } from '../actors/index.js';
+import { createLogger, loadConfig, openDuckDb } from '../runtime/index.js';
+import { migrateDuckDb, migrationsDir, readMigrations } from '../runtime/migrate.js';
+import { migrateDatabase, selectCapabilities } from '../cli/capabilities.js';
 import { exitOnSignals, startProcess } from '../cli/process.js';
+import { createDemoDatabases, runDemoQueueTraffic } from './demo-sync.js';
 import { startServices } from './services/index.js';
 import { demoConsumer, demoProducer, demoReadings } from './demo-workload.js';
 
@@ -16,7 +17,13 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const say = (m: string) => console.log(`[demo] ${m}`);
 
 const services = await startServices({ mode: 'demo', log: say });
+const syncDbs = await createDemoDatabases(services.postgres.url);
 const env = {
+  // The consistency manager between two demo databases, on the development profile.
+  QUEUE_DB_URI: syncDbs.queueDbUri,
+  USER_PORTFOLIO_DB_URI: syncDbs.portfolioDbUri,
+  CONCORD_PROFILE: 'development',
+  SYNC_INTERVAL: '5',
   ...process.env,
   REDIS_URL: services.redis.url,
   DATABASE_URL: services.postgres.url,
@@ -28,26 +35,30 @@ const config = loadConfig(env);
 const log = createLogger(config.logLevel);
 if (config.auth.mode === 'none') say('AUTH_MODE=none: no token needed (demo only; set SECRET_KEY to turn auth on)');
 
-const pool = createPgPool(services.postgres.url, 2);
-const appliedPg = await migratePostgres(pool, await readMigrations(migrationsDir('postgres')));
-await pool.end();
+const quiet = createLogger('warn');
+await migrateDatabase('postgres', services.postgres.url, quiet);
+await migrateDatabase('queue-db', syncDbs.queueDbUri, quiet);
+await migrateDatabase('portfolio-db', syncDbs.portfolioDbUri, quiet);
 const duck = await openDuckDb(config.duckdb);
-const appliedDuck = await migrateDuckDb(duck.connection, await readMigrations(migrationsDir('duckdb')));
+await migrateDuckDb(duck.connection, await readMigrations(migrationsDir('duckdb')));
 duck.close();
-say(`migrations applied: PostgreSQL ${appliedPg.length}, DuckDB ${appliedDuck.length}`);
+say('migrations applied (PostgreSQL, queue and portfolio databases, DuckDB)');
 
-const capabilityActors = Object.values(actorCatalog).filter((f) => f.enabledByDefault(config));
+const capabilities = selectCapabilities('all', undefined, env);
+const traffic = runDemoQueueTraffic(syncDbs.queueDbUri);
 const proc = await startProcess({
   config,
   role: 'all',
-  actors: [...capabilityActors.map((f) => f.create(config)), demoConsumer(), demoProducer()],
-  queues: [...capabilityActors.flatMap((f) => f.queues), demoReadings],
   log,
+  ...capabilities,
+  actors: [...capabilities.actors, demoConsumer(), demoProducer()],
+  queues: [...capabilities.queues, demoReadings],
 });
 exitOnSignals(
   {
     ...proc,
     async stop(timeoutMs) {
+      await traffic.stop();
       const clean = await proc.stop(timeoutMs);
       await services.stop();
       return clean;
@@ -59,7 +70,7 @@ exitOnSignals(
 
 const url = proc.http.url;
 console.log(`
-Concord is running (role all, ${capabilityActors.length} capability actor(s) + the demo workload)
+Concord is running (role all: ${capabilities.actors.map((a) => a.name).join(', ') || 'no capability actors'}, plus the demo workload)
   control plane  ${url}/            stats   ${url}/api/v1/stats
   Bull Board     ${url}/admin/queues
   metrics        ${url}/metrics       ready   ${url}/ready
@@ -67,6 +78,8 @@ Concord is running (role all, ${capabilityActors.length} capability actor(s) + t
   Redis          ${services.redis.url}${services.redis.owned ? '' : ' (already running, reused)'}
   PostgreSQL     ${services.postgres.url}
   DuckDB         ${config.duckdb.path}
+  queue DB       ${syncDbs.queueDbUri}   (new entries every 3 s; sync every ${env.SYNC_INTERVAL} s)
+  portfolio DB   ${syncDbs.portfolioDbUri}   (psql it: SELECT status, count(*) FROM portfolio_transactions GROUP BY 1)
 Ctrl-C drains and stops.
 `);
 if (process.env.DEMO_EXIT_AFTER_MS) setTimeout(() => process.kill(process.pid, 'SIGTERM'), Number(process.env.DEMO_EXIT_AFTER_MS));

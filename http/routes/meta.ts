@@ -1,4 +1,4 @@
-import type { ConcordRuntime } from '../../runtime/index.js';
+import type { ConcordRuntime, ReadinessCheck } from '../../runtime/index.js';
 import { checkReadiness } from '../../runtime/index.js';
 import type { RouteSpec } from '../route.js';
 
@@ -9,7 +9,7 @@ export interface AppInfo {
 }
 
 /** Open routes: identity, liveness, readiness, metrics. */
-export function metaRoutes(runtime: ConcordRuntime, info: AppInfo): RouteSpec[] {
+export function metaRoutes(runtime: ConcordRuntime, info: AppInfo, readiness: readonly ReadinessCheck[] = []): RouteSpec[] {
   const { services } = runtime;
   return [
     {
@@ -37,12 +37,12 @@ export function metaRoutes(runtime: ConcordRuntime, info: AppInfo): RouteSpec[] 
     {
       method: 'get',
       path: '/ready',
-      summary: 'Readiness: Redis, PostgreSQL and DuckDB answer',
+      summary: 'Readiness: Redis, PostgreSQL, DuckDB and the databases of enabled capabilities answer',
       tags: ['meta'],
       auth: false,
       responses: { 200: 'Every dependency answers', 503: { description: 'At least one dependency failed; the body names it' } },
       handler: async (ctx) => {
-        const { ready, checks } = await checkReadiness(services, runtime.processes);
+        const { ready, checks } = await checkReadiness(services, runtime.processes, readiness);
         const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
         ctx.status = ready ? 200 : 503;
         ctx.body = ready

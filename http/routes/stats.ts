@@ -1,16 +1,11 @@
-import type { ConcordRuntime } from '../../runtime/index.js';
+import type { ConcordRuntime, StatsSection } from '../../runtime/index.js';
 import type { RouteSpec } from '../route.js';
 
 /**
  * `/api/v1/stats` is one document: a `runtime` section (queues, actors of every
- * live process, this process) and, as capabilities land, one section per actor
- * (`sync`, `cdc`, ...), each contributed by a `StatsSection`.
+ * live process, this process) and one section per capability (`sync`, `cdc`, ...),
+ * each contributed by a `StatsSection`.
  */
-export interface StatsSection {
-  name: string;
-  collect(): Promise<unknown>;
-}
-
 export function statsRoutes(runtime: ConcordRuntime, sections: readonly StatsSection[] = []): RouteSpec[] {
   const { services } = runtime;
   return [
@@ -25,7 +20,7 @@ export function statsRoutes(runtime: ConcordRuntime, sections: readonly StatsSec
         const [depths, processes, extra] = await Promise.all([
           services.queues.queueDepths(),
           runtime.liveProcesses(),
-          Promise.all(sections.map(async (s) => [s.name, await s.collect()] as const)),
+          Promise.all(sections.map(async (s) => [s.name, await s.collect(services)] as const)),
         ]);
         const actors: Record<string, Array<{ process: string; state: string; restarts: number; lastError?: string | undefined; detail?: unknown }>> = {};
         for (const p of processes) {

@@ -1,0 +1,40 @@
+import { actorCatalog, type ActorFactory } from '../actors/index.js';
+import { SYNC_SCHEDULER } from '../actors/sync-scheduler/index.js';
+import { syncRoutes } from '../http/routes/sync.js';
+import type { RouteSpec } from '../http/route.js';
+import { createPgPool, type ConcordRuntime, type Logger, type Role } from '../runtime/index.js';
+import { migratePostgres, migrationsDir, readMigrations, type MigrationSet } from '../runtime/migrate.js';
+
+/** The capabilities this process takes part in, and the actors it runs of them. */
+export function selectCapabilities(role: Role, names: string | undefined, env: NodeJS.ProcessEnv = process.env) {
+  const catalog = actorCatalog(env);
+  const known = Object.keys(catalog);
+  const enabled = Object.values(catalog).filter((f) => f.enabled());
+  let running: ActorFactory[] = [];
+  if (role !== 'api') {
+    const wanted = names ? names.split(',').map((s) => s.trim()).filter(Boolean) : enabled.map((f) => f.name);
+    const unknown = wanted.filter((n) => !known.includes(n));
+    if (unknown.length > 0) throw new Error(`--actors: unknown actor(s) ${unknown.join(', ')}; known: ${known.join(', ') || '(none yet)'}`);
+    running = wanted.map((n) => catalog[n]!);
+  }
+  return {
+    actors: running.map((f) => f.create()),
+    queues: Object.values(catalog).flatMap((f) => f.queues),
+    extensions: enabled.flatMap((f) => (f.extension ? [f.extension()] : [])),
+    /** Routes of enabled capabilities, mounted in the control plane. */
+    routes: (runtime: ConcordRuntime): RouteSpec[] => (enabled.some((f) => f.name === SYNC_SCHEDULER) ? syncRoutes(runtime) : []),
+  };
+}
+
+/** Applies one folder of SQL migrations to one PostgreSQL database. */
+export async function migrateDatabase(set: MigrationSet, url: string, log: Logger): Promise<string[]> {
+  const pool = createPgPool(url, 2);
+  try {
+    const applied = await migratePostgres(pool, await readMigrations(migrationsDir(set)));
+    log.info({ applied }, `${set}: ${applied.length} migration(s) applied`);
+    return applied;
+  } finally {
+    await pool.end();
+  }
+}
+
