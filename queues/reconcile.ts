@@ -26,6 +26,8 @@ export type ReconcileJob = z.infer<typeof reconcileQueue.schema>;
 /** Redis keys the sync-scheduler writes and the API reads (under the queue prefix). */
 export const syncStatsKeys = (prefix: string) => ({
   lastRun: `${prefix}:sync:last-run`,
+  /** The most recent runs, newest first (bounded). */
+  runs: `${prefix}:sync:runs`,
   totals: `${prefix}:sync:totals`,
   orphans: `${prefix}:sync:orphans`,
   startedAt: `${prefix}:sync:started-at`,

@@ -4,7 +4,7 @@ import { createPgPool, errorMessage, queueActor, type Actor, type ActorContext }
 import type { SyncConfig } from './config.js';
 import { scanOrphans } from './orphans.js';
 import { runSync } from './run.js';
-import { recordFailure, recordOrphans, recordRun } from './stats.js';
+import { recordFailure, recordOrphans, recordPage, recordRun } from './stats.js';
 
 export const SYNC_SCHEDULER = 'sync-scheduler';
 
@@ -34,7 +34,8 @@ export function syncSchedulerActor(sync: SyncConfig): Actor {
         return report;
       }
       try {
-        const report = await runSync({ queueDb, portfolioDb, batchSize: sync.batchSize, log }, String(job.id), data.trigger);
+        const onPage = (counts: Parameters<typeof recordPage>[2]) => recordPage(redis, config.queuePrefix, counts);
+        const report = await runSync({ queueDb, portfolioDb, batchSize: sync.batchSize, log, onPage }, String(job.id), data.trigger);
         await recordRun(redis, config.queuePrefix, report);
         log.info({ runId: report.runId, trigger: report.trigger, scanned: report.scanned, created: report.created, updated: report.updated, unchanged: report.unchanged, conflicts: report.conflicts, ms: report.durationMs }, 'sync run finished');
         return { scanned: report.scanned, created: report.created, updated: report.updated, conflicts: report.conflicts };

@@ -29,6 +29,10 @@ export async function applyPage(portfolioDb: pg.Pool, source: Source, readFrom: 
   const next: Cursor = { updatedAt: last.updated_at, id: last.id };
   const client = await portfolioDb.connect();
   let failure: Error | undefined;
+  // A checked-out client has no pool listener: a server shutdown between two
+  // queries would otherwise be an unhandled 'error' event. Keep it as the failure.
+  const onError = (err: Error) => (failure ??= err);
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     await client.query(`INSERT INTO concord_sync_cursors (source, updated_at, id) VALUES ($1, '-infinity', $2) ON CONFLICT (source) DO NOTHING`, [source.table, START_CURSOR.id]);
@@ -90,6 +94,7 @@ export async function applyPage(portfolioDb: pg.Pool, source: Source, readFrom: 
     throw err;
   } finally {
     // A client that failed mid-transaction may be broken (server gone): discard it.
+    client.off('error', onError);
     client.release(failure);
   }
 }

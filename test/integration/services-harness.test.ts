@@ -4,6 +4,8 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { isAlive, isPortFree } from '../../scripts/services/ports.js';
+import { startPostgres, type PostgresHandle } from '../../scripts/services/postgres.js';
 import { findRedisServer, pingRedis, startRedis, type RedisHandle } from '../../scripts/services/redis.js';
 import { testServices, uniquePrefix } from '../support/services.js';
 
@@ -87,6 +89,89 @@ describe('services harness', () => {
       await h.stop();
       await h.stop(); // idempotent
       expect(await pingRedis(port)).toBe(false);
+    });
+  });
+
+  describe('a second, test-owned PostgreSQL', () => {
+    let handle: PostgresHandle | undefined;
+    afterAll(async () => {
+      await handle?.stop();
+    });
+
+    async function connect(url: string): Promise<pg.Client> {
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+      client.on('error', () => {
+        // the server going away under an idle client is expected here
+      });
+      await client.connect();
+      return client;
+    }
+
+    function postmasterPid(dataDir: string): number {
+      return Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    }
+
+    it('can be paused (a real outage) and resumed on the same port with its data', async () => {
+      // With DATABASE_URL set startPostgres hands out that server; unset it to force a spawn.
+      const h = await withEnv({ DATABASE_URL: undefined }, () => startPostgres({ mode: 'test' }));
+      handle = h;
+      const { databaseUrl } = testServices();
+      expect(h.owned).toBe(true);
+      expect(h.url).not.toBe(databaseUrl);
+      const { url, port } = h;
+
+      const client = await connect(url);
+      let dataDir: string;
+      try {
+        dataDir = (await client.query<{ data_directory: string }>('SHOW data_directory')).rows[0]?.data_directory ?? '';
+        await client.query('CREATE TABLE outage_probe (id int PRIMARY KEY, note text NOT NULL)');
+        await client.query("INSERT INTO outage_probe VALUES (1, 'survives a pause')");
+      } finally {
+        await client.end();
+      }
+      const pid = postmasterPid(dataDir);
+      expect(isAlive(pid)).toBe(true);
+
+      await h.pause();
+      expect(isAlive(pid)).toBe(false); // the postmaster really exited
+      expect(await isPortFree(port)).toBe(true);
+      await expect(connect(url)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+      expect(fs.existsSync(path.join(dataDir, 'PG_VERSION'))).toBe(true); // data kept
+      await h.pause(); // already paused: no-op
+
+      await h.resume();
+      expect(h.port).toBe(port);
+      expect(h.url).toBe(url);
+      expect(postmasterPid(dataDir)).not.toBe(pid);
+      const again = await connect(url);
+      try {
+        const rows = await again.query<{ id: number; note: string }>('SELECT id, note FROM outage_probe');
+        expect(rows.rows).toEqual([{ id: 1, note: 'survives a pause' }]);
+      } finally {
+        await again.end();
+      }
+
+      // stop() after another pause still removes the temp data dir
+      await h.pause();
+      await h.stop();
+      await h.stop(); // idempotent
+      expect(fs.existsSync(dataDir)).toBe(false);
+      await expect(h.resume()).rejects.toThrow(/stopped/);
+    });
+
+    it('refuses to pause or resume a server it does not own (DATABASE_URL)', async () => {
+      const { databaseUrl } = testServices();
+      const external = await withEnv({ DATABASE_URL: databaseUrl }, () => startPostgres({ mode: 'test' }));
+      expect(external.owned).toBe(false);
+      await expect(external.pause()).rejects.toThrow(/cannot pause PostgreSQL .*does not own it/);
+      await expect(external.resume()).rejects.toThrow(/cannot resume PostgreSQL .*does not own it/);
+      await external.stop(); // no-op
+      const client = await connect(databaseUrl); // still up
+      try {
+        expect((await client.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      } finally {
+        await client.end();
+      }
     });
   });
 
