@@ -181,6 +181,22 @@ describe('consistency manager (sync-scheduler)', () => {
     await eventually(async () => (await stats()).sync.recentRuns.find((r) => r.runId === ra.runId), 30_000, 50, 'shared run finished');
   });
 
+  it('reports portfolio transactions whose UUID is in no queue as orphans', async () => {
+    const orphan = randomUUID();
+    await portfolioDb.query(
+      `INSERT INTO portfolio_transactions (id, user_id, type, amount, currency, status, created_at, updated_at) VALUES ($1, $2, 'withdrawal', 1, 'EUR', 'completed', now(), now())`,
+      [orphan, randomUUID()],
+    );
+    await waitIdle();
+    const job = await proc.runtime.services.queues.add('reconcile', 'orphans', { trigger: 'manual', kind: 'orphans' });
+    const orphans = await eventually(async () => {
+      const o = ((await stats()).sync as unknown as { orphans: { scannedAt: string; orphans: number; sample: string[]; scanned: number } | null }).orphans;
+      return o && Date.parse(o.scannedAt) >= job.timestamp - 5 && o.sample.includes(orphan) ? o : undefined;
+    }, 20_000, 100, 'orphan scan');
+    expect(orphans.orphans).toBe(1);
+    expect(orphans.scanned).toBe(Number((await portfolioDb.query('SELECT count(*) AS n FROM portfolio_transactions')).rows[0].n));
+  });
+
   it('/ready names both databases; stats report the cursors and totals', async () => {
     const ready = (await (await fetch(`${base}/ready`)).json()) as { checks: Record<string, { ok: boolean }> };
     expect(ready.checks).toMatchObject({ queue_db: { ok: true }, portfolio_db: { ok: true } });
