@@ -5,7 +5,7 @@
  * database. Memory is sampled throughout; it must not grow with the entry count.
  */
 import pg from 'pg';
-import { createLogger } from '../../runtime/index.js';
+import { createLogger, createPgPool } from '../../runtime/index.js';
 import { runSync } from '../../actors/sync-scheduler/run.js';
 import { migrateDatabase } from '../../cli/capabilities.js';
 import { startPostgres } from '../services/postgres.js';
@@ -31,8 +31,8 @@ for (const db of ['bench_queue', 'bench_portfolio']) {
 await admin.end();
 await migrateDatabase('queue-db', dbUrl('bench_queue'), log);
 await migrateDatabase('portfolio-db', dbUrl('bench_portfolio'), log);
-const queueDb = new pg.Pool({ connectionString: dbUrl('bench_queue'), max: 4 });
-const portfolioDb = new pg.Pool({ connectionString: dbUrl('bench_portfolio'), max: 4 });
+const queueDb = createPgPool(dbUrl('bench_queue'), 4);
+const portfolioDb = createPgPool(dbUrl('bench_portfolio'), 4);
 
 // Seed: half investments, half withdrawals, in transactions of 50k rows.
 for (const table of ['investment_queue', 'withdrawal_queue']) {
