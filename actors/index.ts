@@ -1,5 +1,6 @@
 import type { ActorFactory } from './factory.js';
 import { syncSchedulerFactory } from './sync-scheduler/index.js';
+import { outboxRelayFactory } from './outbox-relay/index.js';
 
 export type { ActorFactory } from './factory.js';
 
@@ -8,6 +9,6 @@ export type { ActorFactory } from './factory.js';
  * from its own folder (actors/<name>/index.ts); actors never import each other.
  */
 export function actorCatalog(env: NodeJS.ProcessEnv = process.env): Record<string, ActorFactory> {
-  const factories = [syncSchedulerFactory(env)];
+  const factories = [syncSchedulerFactory(env), outboxRelayFactory(env)];
   return Object.fromEntries(factories.map((f) => [f.name, f]));
 }

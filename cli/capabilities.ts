@@ -1,6 +1,8 @@
 import { actorCatalog, type ActorFactory } from '../actors/index.js';
 import { SYNC_SCHEDULER } from '../actors/sync-scheduler/index.js';
 import { syncRoutes } from '../http/routes/sync.js';
+import { outboxRoutes } from '../http/routes/outbox.js';
+import { OUTBOX_RELAY } from '../actors/outbox-relay/index.js';
 import type { RouteSpec } from '../http/route.js';
 import { createPgPool, type ConcordRuntime, type Logger, type Role } from '../runtime/index.js';
 import { migratePostgres, migrationsDir, readMigrations, type MigrationSet } from '../runtime/migrate.js';
@@ -22,7 +24,10 @@ export function selectCapabilities(role: Role, names: string | undefined, env: N
     queues: Object.values(catalog).flatMap((f) => f.queues),
     extensions: enabled.flatMap((f) => (f.extension ? [f.extension()] : [])),
     /** Routes of enabled capabilities, mounted in the control plane. */
-    routes: (runtime: ConcordRuntime): RouteSpec[] => (enabled.some((f) => f.name === SYNC_SCHEDULER) ? syncRoutes(runtime) : []),
+    routes: (runtime: ConcordRuntime): RouteSpec[] => [
+      ...(enabled.some((f) => f.name === SYNC_SCHEDULER) ? syncRoutes(runtime) : []),
+      ...(enabled.some((f) => f.name === OUTBOX_RELAY) ? outboxRoutes(runtime) : []),
+    ],
   };
 }
 

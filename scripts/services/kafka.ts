@@ -3,21 +3,26 @@
  *
  * The broker's jars come from Maven Central through scripts/kafka/pom.xml and are cached
  * outside the git tree (see kafka-jars.ts); every start gets a fresh, throw-away storage directory.
+ * The JVM itself is managed by kafka-process.ts.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
 import { ensureKafkaJars, locateKafkaJars } from './kafka-jars.js';
+import { KafkaProcess } from './kafka-process.js';
 
 export interface KafkaHandle {
   brokers: string[];
   external: boolean;
+  /** Stop the broker for good and delete its data, running or paused. Idempotent; external: no-op. */
   stop(): Promise<void>;
+  /** Stop the broker JVM but keep its data and ports (a broker outage). Owned brokers only; throws for external (KAFKA_BROKERS). */
+  pause(): Promise<void>;
+  /** Start the same broker again on the same ports with the same data; resolves when a kafkajs admin can list topics. */
+  resume(): Promise<void>;
 }
 
 export type KafkaAvailability = { ok: true; handle: KafkaHandle } | { ok: false; reason: string };
@@ -31,13 +36,9 @@ export interface StartKafkaOptions {
 
 /** Kafka 4.x brokers refuse to run on anything older. */
 const MIN_JAVA_MAJOR = 17;
-const READY_TIMEOUT_MS = 90_000;
-const STOP_GRACE_MS = 5_000;
-const LOG_TAIL_LINES = 40;
-const READINESS_GROUP = 'concord-kafka-harness-readiness';
 
 /**
- * KAFKA_BROKERS (comma list) if set -> external handle (stop is a no-op).
+ * KAFKA_BROKERS (comma list) if set -> external handle (stop is a no-op, pause/resume throw).
  * Else, with `java` (and `mvn` when the jar cache is cold): fetch the broker jars once into
  * `${CONCORD_CACHE_DIR ?? ~/.cache/concord}/kafka-<version>/lib`, format a fresh KRaft storage
  * dir in a temp dir, start the broker on free loopback ports and wait until an admin client
@@ -50,7 +51,7 @@ export async function startKafka(opts: StartKafkaOptions = {}): Promise<KafkaAva
   const external = externalBrokers();
   if (external) {
     log(`using external brokers from KAFKA_BROKERS: ${external.join(',')}`);
-    return { ok: true, handle: { brokers: external, external: true, stop: async () => {} } };
+    return { ok: true, handle: new ExternalKafka(external) };
   }
 
   const jars = await locateKafkaJars();
@@ -97,7 +98,7 @@ function checkJava(java: string): string | undefined {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Broker process
+// Broker setup (the JVM itself: kafka-process.ts)
 
 interface LaunchOptions {
   java: string;
@@ -120,21 +121,24 @@ async function launchBroker({ java, libDir, parentDir, log }: LaunchOptions): Pr
     log: path.join(workDir, 'broker.log'),
   };
   const started = Date.now();
-  let child: ChildProcess | undefined;
   try {
     const ports = await freePorts();
     await writeFile(files.config, serverProperties(ports, path.join(workDir, 'data')));
     await writeFile(files.log4j, LOG4J2_PROPERTIES);
-    const jvmArgs = ['-cp', path.join(libDir, '*'), `-Dlog4j2.configurationFile=${files.log4j}`];
-
-    await formatStorage(java, jvmArgs, files.config);
-    child = spawnBroker(java, jvmArgs, files.config, files.log);
-    const brokers = [`127.0.0.1:${ports.broker}`];
-    await waitUntilReady(brokers, child, files.log);
-    log(`broker ${brokers[0]} ready in ${((Date.now() - started) / 1000).toFixed(1)}s (logs: ${files.log})`);
-    return runningHandle(brokers, child, workDir);
+    const broker = new KafkaProcess({
+      java,
+      jvmArgs: ['-cp', path.join(libDir, '*'), `-Dlog4j2.configurationFile=${files.log4j}`],
+      configPath: files.config,
+      logPath: files.log,
+      brokers: [`127.0.0.1:${ports.broker}`],
+      ports: [ports.broker, ports.controller],
+    });
+    await broker.format();
+    await broker.start(); // stops the JVM again if it never gets ready
+    const handle = new OwnedKafka(broker, workDir, log);
+    log(`broker ${handle.brokers.join(',')} ready in ${seconds(started)} (logs: ${files.log})`);
+    return handle;
   } catch (err) {
-    if (child) await terminate(child);
     await rm(workDir, { recursive: true, force: true });
     throw err;
   }
@@ -201,145 +205,102 @@ rootLogger.level = info
 rootLogger.appenderRef.stdout.ref = STDOUT
 `;
 
-/** A KRaft node refuses to start until its storage carries a cluster id and bootstrap metadata. */
-async function formatStorage(java: string, jvmArgs: string[], configPath: string): Promise<void> {
-  // Kafka cluster ids are 16 random bytes, base64url without padding (what `random-uuid` prints).
-  const clusterId = randomBytes(16).toString('base64url');
-  const args = [...jvmArgs, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', configPath];
-  const res = await runCaptured(java, args);
-  if (res.code !== 0) {
-    throw new Error(`kafka StorageTool format failed (exit ${res.code}):\n${tailLines(res.output, LOG_TAIL_LINES)}`);
-  }
-}
 
-function runCaptured(cmd: string, args: string[]): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    const collect = (chunk: Buffer): void => {
-      output += chunk.toString();
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, output }));
-  });
-}
+// ---------------------------------------------------------------------------------------------
+// Handles
 
-function spawnBroker(java: string, jvmArgs: string[], configPath: string, logPath: string): ChildProcess {
-  // The JVM writes straight into the file, so logging never depends on this event loop.
-  const logFd = openSync(logPath, 'a');
-  try {
-    return spawn(
-      java,
-      ['-Xms128m', '-Xmx512m', '-XX:+ExitOnOutOfMemoryError', '-Djava.awt.headless=true', ...jvmArgs, 'kafka.Kafka', configPath],
-      { stdio: ['ignore', logFd, logFd], detached: false },
-    );
-  } finally {
-    closeSync(logFd);
-  }
-}
-
-/** Polls with a kafkajs admin until the broker serves metadata and groups, failing fast if the JVM dies. */
-async function waitUntilReady(brokers: string[], child: ChildProcess, logPath: string): Promise<void> {
-  let death: string | undefined;
-  child.once('exit', (code, signal) => (death = signal ? `signal ${signal}` : `exit code ${code}`));
-  child.once('error', (err) => (death = `could not start: ${err.message}`));
-
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  let lastError = 'no attempt made';
-  while (Date.now() < deadline) {
-    if (death) throw new Error(`Kafka broker died during startup (${death}); last lines of its log:\n${logTail(logPath)}`);
+/** A broker this process started: stop() ends it for good, pause()/resume() simulate an outage. */
+class OwnedKafka implements KafkaHandle {
+  readonly external = false;
+  readonly brokers: string[];
+  private stopped = false;
+  /** pause/resume/stop run one at a time, in call order */
+  private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Last resort when the caller never calls stop(): an orphaned JVM would keep its ports and
+   * memory forever. 'exit' handlers must be synchronous, hence SIGKILL and rmSync. Works
+   * whether the broker is running or paused (then there is only the directory to remove).
+   */
+  private readonly onExit = (): void => {
+    this.broker.killNow();
     try {
-      await probeBroker(brokers);
-      return;
-    } catch (err) {
-      lastError = err instanceof Error ? err.message : String(err);
-      await sleep(250);
-    }
-  }
-  throw new Error(
-    `Kafka broker not ready after ${READY_TIMEOUT_MS / 1000}s (last error: ${lastError}); last lines of its log:\n${logTail(logPath)}`,
-  );
-}
-
-async function probeBroker(brokers: string[]): Promise<void> {
-  const kafka = new Kafka({
-    clientId: 'concord-kafka-harness',
-    brokers,
-    logLevel: logLevel.NOTHING,
-    connectionTimeout: 1_000,
-    retry: { retries: 0 },
-  });
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    // Metadata only lists registered, unfenced brokers: an empty list means "not yet".
-    const cluster = await admin.describeCluster();
-    if (cluster.brokers.length === 0) throw new Error('broker not registered yet');
-    // Creates __consumer_offsets and fails until its coordinator has loaded, so the caller's
-    // first consumer group joins at once instead of crashing/restarting on "coordinator loading".
-    await admin.describeGroups([READINESS_GROUP]);
-  } finally {
-    await admin.disconnect().catch(() => {});
-  }
-}
-
-function runningHandle(brokers: string[], child: ChildProcess, workDir: string): KafkaHandle {
-  // Last resort when the caller never calls stop(): an orphaned JVM would keep its ports and
-  // memory forever. 'exit' handlers must be synchronous, hence SIGKILL and rmSync.
-  const onExit = (): void => {
-    if (!hasExited(child)) child.kill('SIGKILL');
-    try {
-      rmSync(workDir, { recursive: true, force: true });
+      rmSync(this.workDir, { recursive: true, force: true });
     } catch {
       // The process is exiting; a leftover temp dir is the OS's to clean.
     }
   };
-  process.on('exit', onExit);
 
-  let stopping: Promise<void> | undefined;
-  return {
-    brokers,
-    external: false,
-    stop: () => {
-      stopping ??= (async () => {
-        process.off('exit', onExit);
-        await terminate(child);
-        await rm(workDir, { recursive: true, force: true });
-      })();
-      return stopping;
-    },
-  };
-}
+  constructor(
+    private readonly broker: KafkaProcess,
+    private readonly workDir: string,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.brokers = broker.brokers;
+    process.on('exit', this.onExit);
+  }
 
-/** SIGTERM lets the broker shut down cleanly; SIGKILL if it is still around after the grace period. */
-async function terminate(child: ChildProcess): Promise<void> {
-  if (hasExited(child)) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
-}
+  stop(): Promise<void> {
+    return this.serial(async () => {
+      if (this.stopped) return;
+      this.stopped = true;
+      process.off('exit', this.onExit);
+      await this.broker.stop();
+      await rm(this.workDir, { recursive: true, force: true });
+    });
+  }
 
-/** No pid means spawn itself failed: there is no process to wait for (and no 'exit' will come). */
-function hasExited(child: ChildProcess): boolean {
-  return child.pid === undefined || child.exitCode !== null || child.signalCode !== null;
-}
+  /** Stops the JVM (SIGTERM, SIGKILL after a few seconds); config and KRaft storage stay. No-op if not running. */
+  pause(): Promise<void> {
+    return this.serial(async () => {
+      this.assertNotStopped('pause');
+      if (!this.broker.running) return;
+      const pid = this.broker.pid;
+      const started = Date.now();
+      await this.broker.stop();
+      this.log(`paused broker ${this.brokers.join(',')} in ${seconds(started)} (pid ${String(pid)} exited; data kept in ${this.workDir})`);
+    });
+  }
 
-function logTail(logPath: string): string {
-  try {
-    return tailLines(readFileSync(logPath, 'utf8'), LOG_TAIL_LINES);
-  } catch {
-    return '(no broker log written)';
+  /** Starts `kafka.Kafka` again on the same server.properties (no re-format) unless it is running, then waits until ready. */
+  resume(): Promise<void> {
+    return this.serial(async () => {
+      this.assertNotStopped('resume');
+      if (this.broker.running) {
+        await this.broker.ready();
+        return;
+      }
+      const started = Date.now();
+      await this.broker.start();
+      this.log(`resumed broker ${this.brokers.join(',')} in ${seconds(started)} (pid ${String(this.broker.pid)})`);
+    });
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(op);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private assertNotStopped(what: string): void {
+    if (this.stopped) throw new Error(`cannot ${what} Kafka broker ${this.brokers.join(',')}: it was stopped (stop() is final)`);
   }
 }
 
-function tailLines(text: string, count: number): string {
-  return text.trimEnd().split('\n').slice(-count).join('\n');
+/** Brokers from KAFKA_BROKERS: never stopped, paused or restarted by us. */
+class ExternalKafka implements KafkaHandle {
+  readonly external = true;
+  constructor(readonly brokers: string[]) {}
+  async stop(): Promise<void> {
+    // not ours
+  }
+  async pause(): Promise<void> {
+    throw new Error(`cannot pause Kafka ${this.brokers.join(',')}: it is external (KAFKA_BROKERS), not started by this process`);
+  }
+  async resume(): Promise<void> {
+    throw new Error(`cannot resume Kafka ${this.brokers.join(',')}: it is external (KAFKA_BROKERS), not started by this process`);
+  }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function seconds(since: number): string {
+  return `${((Date.now() - since) / 1000).toFixed(1)}s`;
 }

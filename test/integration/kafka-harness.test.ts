@@ -1,6 +1,9 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
-import { Kafka, Partitioners, logLevel, type Consumer } from 'kafkajs';
+import { Kafka, Partitioners, logLevel, type Consumer, type Message } from 'kafkajs';
 import { startKafka, type KafkaAvailability, type KafkaHandle } from '../../scripts/services/kafka.js';
 
 const MESSAGE_COUNT = 100;
@@ -73,6 +76,102 @@ describe('kafka harness (real single-node KRaft broker)', () => {
     expect(await accepts(host, port)).toBe(false);
   }, 30_000);
 });
+
+describe('kafka harness pause()/resume() (a broker outage)', () => {
+  const OUTAGE_BATCH = 10;
+  let availability: KafkaAvailability | undefined;
+  let parentDir: string | undefined;
+
+  beforeAll(async () => {
+    // A broker of its own in a parent dir of its own: the test ends by stopping it and checking
+    // that stop() left nothing behind.
+    parentDir = await mkdtemp(path.join(os.tmpdir(), 'kafka-harness-outage-'));
+    availability = await startKafka({ dataDir: parentDir, log: (msg) => console.log(`[kafka] ${msg}`) });
+    if (!availability.ok) console.warn(`kafka harness pause/resume test skipped: ${availability.reason}`);
+  }, START_TIMEOUT_MS);
+
+  afterAll(async () => {
+    if (availability?.ok) await availability.handle.stop();
+    if (parentDir) await rm(parentDir, { recursive: true, force: true });
+  }, 30_000);
+
+  it('keeps topics and messages across pause()/resume(); producing fails while paused', async (ctx) => {
+    if (!availability?.ok) return ctx.skip(availability?.reason ?? 'kafka did not start');
+    const handle = availability.handle;
+    if (handle.external) ctx.skip('KAFKA_BROKERS points at an external broker; pause()/resume() only work on owned brokers');
+    const { brokers } = handle;
+    const [host, port] = hostAndPort(brokers[0] ?? '');
+    const kafka = new Kafka({ clientId: 'kafka-harness-outage-test', brokers, logLevel: logLevel.NOTHING });
+    const topic = `harness-outage-${Date.now()}`;
+    const before = batch('before', OUTAGE_BATCH);
+    const after = batch('after', OUTAGE_BATCH);
+
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true });
+    } finally {
+      await admin.disconnect();
+    }
+    await produce(kafka, topic, before);
+
+    // A producer that is connected when the outage starts and gives up quickly.
+    const impatient = new Kafka({
+      clientId: 'kafka-harness-outage-impatient',
+      brokers,
+      logLevel: logLevel.NOTHING,
+      connectionTimeout: 500,
+      requestTimeout: 1_000,
+      retry: { retries: 1, initialRetryTime: 100, maxRetryTime: 200 },
+    }).producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await impatient.connect();
+
+    let t = Date.now();
+    await handle.pause();
+    console.log(`[kafka-harness] pause() took ${Date.now() - t}ms`);
+    expect(await accepts(host, port)).toBe(false);
+
+    t = Date.now();
+    await expect(impatient.send({ topic, messages: [{ value: 'during-outage' }] })).rejects.toThrow(/ECONNREFUSED|connect/i);
+    expect(Date.now() - t).toBeLessThan(15_000);
+    await impatient.disconnect().catch(() => {});
+
+    t = Date.now();
+    await handle.resume();
+    console.log(`[kafka-harness] resume() took ${Date.now() - t}ms`);
+    expect(await accepts(host, port)).toBe(true);
+
+    const survivors = await consumeAll(kafka.consumer({ groupId: `${topic}-after-resume` }), topic, OUTAGE_BATCH);
+    expect(survivors.map(({ key, value }) => ({ key, value }))).toEqual(before);
+
+    await produce(kafka, topic, after);
+    const all = await consumeAll(kafka.consumer({ groupId: `${topic}-all` }), topic, 2 * OUTAGE_BATCH);
+    expect(all.map(({ key, value }) => ({ key, value }))).toEqual([...before, ...after]);
+
+    // Pause again and stop without awaiting in between: the calls run in order, and stop() of a
+    // paused broker still removes its whole temp dir.
+    const paused = handle.pause();
+    const stopped = handle.stop();
+    await Promise.all([paused, stopped]);
+    expect(await accepts(host, port)).toBe(false);
+    expect(await readdir(parentDir ?? '')).toEqual([]);
+    await expect(handle.resume()).rejects.toThrow(/stop\(\) is final/);
+  }, 120_000);
+});
+
+function batch(prefix: string, count: number): { key: string; value: string }[] {
+  return Array.from({ length: count }, (_, i) => ({ key: `${prefix}-key-${i}`, value: `${prefix}-message-${i}` }));
+}
+
+async function produce(kafka: Kafka, topic: string, messages: Message[]): Promise<void> {
+  const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+  await producer.connect();
+  try {
+    await producer.send({ topic, messages });
+  } finally {
+    await producer.disconnect();
+  }
+}
 
 /** Reads from the beginning until `count` messages arrived (or the consumer crashes / times out). */
 async function consumeAll(consumer: Consumer, topic: string, count: number): Promise<Received[]> {

@@ -107,6 +107,7 @@ describe('consistency manager under concurrency and faults', () => {
         QUEUE_DB_URI: queueDbUri,
         USER_PORTFOLIO_DB_URI: portfolioDbUri,
         SYNC_INTERVAL: '3600',
+      OUTBOX_ENABLED: 'false',
         BATCH_SIZE: '10',
       };
       proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', undefined, env), onEscalate: () => undefined });

@@ -45,6 +45,7 @@ describe('consistency manager (sync-scheduler)', () => {
       QUEUE_DB_URI: queueDbUri,
       USER_PORTFOLIO_DB_URI: portfolioDbUri,
       SYNC_INTERVAL: '3600',
+      OUTBOX_ENABLED: 'false',
       BATCH_SIZE: '10',
     };
     const capabilities = selectCapabilities('all', undefined, env);
