@@ -10,6 +10,7 @@ import { migrateDuckDb, migrationsDir, readMigrations } from '../runtime/migrate
 import { migrateDatabase, selectCapabilities } from '../cli/capabilities.js';
 import { exitOnSignals, startProcess } from '../cli/process.js';
 import { createDemoDatabases, runDemoQueueTraffic } from './demo-sync.js';
+import { runDemoOrders } from './demo-outbox.js';
 import { startServices } from './services/index.js';
 import { demoConsumer, demoProducer, demoReadings } from './demo-workload.js';
 
@@ -46,6 +47,7 @@ say('migrations applied (PostgreSQL, queue and portfolio databases, DuckDB)');
 
 const capabilities = selectCapabilities('all', undefined, env);
 const traffic = runDemoQueueTraffic(syncDbs.queueDbUri);
+const orders = runDemoOrders(services.postgres.url);
 const proc = await startProcess({
   config,
   role: 'all',
@@ -59,6 +61,7 @@ exitOnSignals(
     ...proc,
     async stop(timeoutMs) {
       await traffic.stop();
+      await orders.stop();
       const clean = await proc.stop(timeoutMs);
       await services.stop();
       return clean;
@@ -80,6 +83,7 @@ Concord is running (role all: ${capabilities.actors.map((a) => a.name).join(', '
   DuckDB         ${config.duckdb.path}
   queue DB       ${syncDbs.queueDbUri}   (new entries every 3 s; sync every ${env.SYNC_INTERVAL} s)
   portfolio DB   ${syncDbs.portfolioDbUri}   (psql it: SELECT status, count(*) FROM portfolio_transactions GROUP BY 1)
+  outbox         ${url}/api/v1/outbox/stats   (an order + its event every 2 s; broker: ${config.kafkaBrokers ? 'Kafka' : `Redis Streams, stream ${config.queuePrefix}:stream:demo.orders`})
 Ctrl-C drains and stops.
 `);
 if (process.env.DEMO_EXIT_AFTER_MS) setTimeout(() => process.kill(process.pid, 'SIGTERM'), Number(process.env.DEMO_EXIT_AFTER_MS));

@@ -4,7 +4,7 @@ import type { Broker } from './broker.js';
 import type { OutboxConfig } from './config.js';
 import { outboxMetrics, type OutboxMetrics } from './metrics.js';
 import { NOTIFY_CHANNEL } from './outbox.js';
-import { PARTITIONS, relayBatch } from './relay.js';
+import { PARTITIONS, PARTITIONS_PER_BATCH, relayBatch } from './relay.js';
 
 export const OUTBOX_RELAY = 'outbox-relay';
 const RETENTION_EVERY_MS = 60_000;
@@ -39,8 +39,11 @@ export function outboxRelayActor(config: OutboxConfig, makeBroker: (services: Ru
     });
 
   async function loop(index: number, ctx: ActorContext, metrics: OutboxMetrics): Promise<void> {
-    let start = (index * 16) % PARTITIONS;
+    let start = (index * PARTITIONS_PER_BATCH) % PARTITIONS;
     let failures = 0;
+    // Sleep only after an empty pass over every partition set: a woken loop must
+    // find the new event whichever partition it hashed to.
+    let emptyBatches = 0;
     while (running) {
       try {
         const client = await pool!.connect();
@@ -50,13 +53,17 @@ export function outboxRelayActor(config: OutboxConfig, makeBroker: (services: Ru
         } finally {
           client.release();
         }
-        start = (start + 16) % PARTITIONS;
+        start = (start + PARTITIONS_PER_BATCH) % PARTITIONS;
         if (res.unavailable) {
           await sleep(backoffDelay(failures++, { minMs: 250, maxMs: 15_000, jitter: 0.3 }));
           continue;
         }
         failures = 0;
-        if (res.published + res.failed === 0) await sleep(config.pollingIntervalMs);
+        if (res.published + res.failed > 0) emptyBatches = 0;
+        else if (++emptyBatches >= PARTITIONS / PARTITIONS_PER_BATCH) {
+          emptyBatches = 0;
+          await sleep(config.pollingIntervalMs);
+        }
       } catch (err) {
         ctx.log.error({ err: errorMessage(err), loop: index }, 'relay batch failed; retrying');
         await sleep(backoffDelay(failures++, { minMs: 250, maxMs: 15_000, jitter: 0.3 }));

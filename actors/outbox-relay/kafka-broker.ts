@@ -1,5 +1,5 @@
 import { CompressionTypes, Kafka, Partitioners, logLevel, type LogEntry, type Message, type Producer } from 'kafkajs';
-import { errorMessage } from '../../runtime/index.js';
+import { DependencyError, errorMessage, withTimeout } from '../../runtime/index.js';
 import { BrokerUnavailableError, OK, blockedOutcome, permanent, serialisePayload, topicNameProblem, type Broker, type OutboundMessage, type SendOutcome } from './broker.js';
 
 export interface KafkaBrokerOptions {
@@ -10,14 +10,19 @@ export interface KafkaBrokerOptions {
   requestTimeoutMs?: number;
 }
 
+/**
+ * Few, short retries: an outage must surface as BrokerUnavailableError in seconds (the relay
+ * retries later) instead of holding the relay's transaction open for kafkajs's default minutes.
+ */
+const RETRY = { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 };
 /** The record itself is refused; the rest of the request would have been accepted. */
 const RECORD_ERRORS = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE', 'INVALID_TIMESTAMP']);
 /** Every record for that topic is refused, whatever it holds. */
 const TOPIC_ERRORS = new Set(['INVALID_TOPIC_EXCEPTION', 'TOPIC_AUTHORIZATION_FAILED']);
 
-type Refusal = { kind: 'record' | 'topic'; error: string };
+export type Refusal = { kind: 'record' | 'topic'; error: string };
 /** `bug`: not an error of kafkajs at all, so no broker condition to wait out. */
-type Verdict = Refusal | { kind: 'unavailable' } | { kind: 'bug' };
+export type Verdict = Refusal | { kind: 'unavailable' } | { kind: 'bug' };
 
 /**
  * Kafka through a kafkajs idempotent producer (acks=all, one request in flight).
@@ -27,20 +32,21 @@ type Verdict = Refusal | { kind: 'unavailable' } | { kind: 'bug' };
 export function createKafkaBroker(opts: KafkaBrokerOptions): Broker {
   const requestTimeout = opts.requestTimeoutMs ?? 5_000;
   const ackTimeout = Math.max(1_000, requestTimeout - 500);
+  // Backstop over kafkajs's own timeouts (its internal locks wait up to 65 s): every attempt plus
+  // every backoff, and some slack. A send must never hold the relay (and this broker's queue) forever.
+  const sendDeadline = (RETRY.retries + 1) * (requestTimeout + RETRY.maxRetryTime) + 5_000;
   const log = opts.log;
   const kafka = new Kafka({
     clientId: opts.clientId ?? 'concord-outbox-relay',
     brokers: opts.brokers,
     connectionTimeout: 3_000,
     requestTimeout,
-    // Few, short retries: an outage must surface as BrokerUnavailableError in seconds (the relay
-    // retries later) instead of holding the relay's transaction open for kafkajs's default minutes.
-    retry: { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 },
+    retry: RETRY,
     logLevel: log ? logLevel.WARN : logLevel.NOTHING,
     logCreator:
       () =>
       ({ namespace, log: { message, timestamp: _t, ...extra } }: LogEntry) => {
-        // Deliberate (see retry above) and repeated on every new producer: not worth a log line.
+        // Deliberate (see RETRY) and repeated on every new producer: not worth a log line.
         if (message.startsWith('Limiting retries for the idempotent producer')) return;
         log?.(`kafkajs ${namespace}: ${message}`, extra);
       },
@@ -66,14 +72,14 @@ export function createKafkaBroker(opts: KafkaBrokerOptions): Broker {
         maxInFlightRequests: 1,
         allowAutoTopicCreation: true,
         createPartitioner: Partitioners.DefaultPartitioner,
-        retry: { retries: 2, initialRetryTime: 200, maxRetryTime: 2_000 },
+        retry: RETRY,
       });
       try {
-        await p.connect();
+        await withTimeout('kafka connect', sendDeadline, p.connect());
         producer = p;
         return p;
       } catch (err) {
-        await p.disconnect().catch(() => undefined);
+        await withTimeout('kafka disconnect', requestTimeout, p.disconnect()).catch(() => undefined);
         throw new BrokerUnavailableError('kafka', err, 'connect');
       } finally {
         connecting = undefined;
@@ -91,7 +97,8 @@ export function createKafkaBroker(opts: KafkaBrokerOptions): Broker {
   async function resetProducer(): Promise<void> {
     const old = producer;
     producer = undefined;
-    await old?.disconnect().catch(() => undefined);
+    // Bounded: kafkajs's disconnect waits for in-flight requests, which a hung broker never answers.
+    if (old) await withTimeout('kafka disconnect', requestTimeout, old.disconnect()).catch(() => undefined);
   }
 
   async function sendAll(messages: readonly OutboundMessage[]): Promise<SendOutcome[]> {
@@ -155,7 +162,8 @@ export function createKafkaBroker(opts: KafkaBrokerOptions): Broker {
     const byTopic = new Map<string, Message[]>();
     for (const { topic, record } of items) (byTopic.get(topic) ?? byTopic.set(topic, []).get(topic)!).push(record);
     try {
-      await p.sendBatch({ topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })), acks: -1, timeout: ackTimeout, compression: CompressionTypes.None });
+      const topicMessages = [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs }));
+      await withTimeout('kafka produce', sendDeadline, p.sendBatch({ topicMessages, acks: -1, timeout: ackTimeout, compression: CompressionTypes.None }));
       return undefined;
     } catch (err) {
       const verdict = classify(err);
@@ -222,6 +230,7 @@ function segments(messages: readonly OutboundMessage[]): number[][] {
  * arrives wrapped after the retries. Any other kafkajs error is not a record's or topic's fault.
  */
 export function classify(err: unknown): Verdict {
+  if (err instanceof DependencyError) return { kind: 'unavailable' }; // our own deadline
   if (!(err instanceof Error) || !err.name.startsWith('KafkaJS')) return { kind: 'bug' };
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     const type: unknown = Reflect.get(e, 'type');

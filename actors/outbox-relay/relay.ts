@@ -142,4 +142,4 @@ function deadLetter(e: PendingEvent, error: string, topic: string): OutboundMess
   };
 }
 
-export { PARTITIONS };
+export { PARTITIONS, PARTITIONS_PER_BATCH };
