@@ -5,7 +5,7 @@ import type { MigrationSet } from '../../runtime/migrate.js';
 
 /** A fresh database on the test server, migrated with `set`; returns its URL. */
 export async function freshDatabase(serverUrl: string, name: string, set?: MigrationSet): Promise<string> {
-  if (!/^[a-z][a-z0-9_]{0,62}$/.test(name)) throw new Error(`bad database name ${name}`);
+  if (!/^[a-z][a-z0-9_]{0,62}$/.exec(name)) throw new Error(`bad database name ${name}`);
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   try {
