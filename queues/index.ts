@@ -2,3 +2,5 @@ export { defineQueue, dlqName, DLQ_SUFFIX, DEFAULT_JOB_OPTIONS, type QueueDefini
 export { QueueRegistry } from './registry.js';
 export { dlqEntrySchema, type DlqEntry } from './dlq-entry.js';
 export { reconcileQueue, syncStatsKeys, type ReconcileJob } from './reconcile.js';
+export { outbox, enqueue, enqueueMany, outboxEventSchema, NOTIFY_CHANNEL as OUTBOX_NOTIFY_CHANNEL, type OutboxEvent, type Queryable } from './outbox.js';
+export { inbox, handleOnce } from './inbox.js';

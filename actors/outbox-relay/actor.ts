@@ -3,7 +3,7 @@ import { backoffDelay, createPgPool, errorMessage, type Actor, type ActorContext
 import type { Broker } from './broker.js';
 import type { OutboxConfig } from './config.js';
 import { outboxMetrics, type OutboxMetrics } from './metrics.js';
-import { NOTIFY_CHANNEL } from './outbox.js';
+import { OUTBOX_NOTIFY_CHANNEL as NOTIFY_CHANNEL } from '../../queues/index.js';
 import { PARTITIONS, PARTITIONS_PER_BATCH, relayBatch } from './relay.js';
 
 export const OUTBOX_RELAY = 'outbox-relay';

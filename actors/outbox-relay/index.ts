@@ -3,8 +3,7 @@ import { createBroker } from './brokers.js';
 import { loadOutboxConfig, type OutboxConfig } from './config.js';
 import { outboxRelayActor, OUTBOX_RELAY } from './actor.js';
 
-export { outbox, enqueue, enqueueMany, type OutboxEvent, type Queryable } from './outbox.js';
-export { inbox, handleOnce } from './inbox.js';
+export { outbox, enqueue, enqueueMany, inbox, handleOnce, type OutboxEvent, type Queryable } from '../../queues/index.js';
 export { loadOutboxConfig, type OutboxConfig } from './config.js';
 export { OUTBOX_RELAY } from './actor.js';
 

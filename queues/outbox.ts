@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { z } from 'zod';
-import { ValidationError } from '../../runtime/index.js';
-import { zodIssues } from '../../runtime/validation.js';
+import { ValidationError } from '../runtime/errors.js';
+import { zodIssues } from '../runtime/validation.js';
 
 /** Anything that runs a query inside the caller's transaction: a pg Client or PoolClient. */
 export type Queryable = Pick<pg.ClientBase, 'query'>;
