@@ -3,6 +3,8 @@ import { SYNC_SCHEDULER } from '../actors/sync-scheduler/index.js';
 import { syncRoutes } from '../http/routes/sync.js';
 import { outboxRoutes } from '../http/routes/outbox.js';
 import { OUTBOX_RELAY } from '../actors/outbox-relay/index.js';
+import { loadSyncEventsConfig, SYNC_EVENTS } from '../actors/sync-events/index.js';
+import { syncEventsRoutes } from '../http/routes/sync-events.js';
 import type { RouteSpec } from '../http/route.js';
 import { createPgPool, type ConcordRuntime, type Logger, type Role } from '../runtime/index.js';
 import { migratePostgres, migrationsDir, readMigrations, type MigrationSet } from '../runtime/migrate.js';
@@ -27,6 +29,7 @@ export function selectCapabilities(role: Role, names: string | undefined, env: N
     routes: (runtime: ConcordRuntime): RouteSpec[] => [
       ...(enabled.some((f) => f.name === SYNC_SCHEDULER) ? syncRoutes(runtime) : []),
       ...(enabled.some((f) => f.name === OUTBOX_RELAY) ? outboxRoutes(runtime) : []),
+      ...(enabled.some((f) => f.name === SYNC_EVENTS) ? syncEventsRoutes(runtime, { metadataMaxBytes: loadSyncEventsConfig(env).metadataMaxBytes }) : []),
     ],
   };
 }

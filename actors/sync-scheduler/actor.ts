@@ -22,7 +22,9 @@ export function syncSchedulerActor(sync: SyncConfig): Actor {
   const inner = queueActor<ReconcileJob>({
     name: SYNC_SCHEDULER,
     queue: reconcileQueue,
-    mailbox: { concurrency: 1, lockDurationMs: 60_000 },
+    // Global concurrency 1: a dead worker's run blocks the queue until stall
+    // detection, so the lock is short (renewed every 5 s while a run is alive).
+    mailbox: { concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5_000 },
     handler: async (data, job, log) => {
       const ctx = context!;
       const { queueDb, portfolioDb } = pools!;

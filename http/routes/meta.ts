@@ -1,5 +1,5 @@
 import type { ConcordRuntime, ReadinessCheck } from '../../runtime/index.js';
-import { checkReadiness } from '../../runtime/index.js';
+import { checkReadiness, withTimeout } from '../../runtime/index.js';
 import type { RouteSpec } from '../route.js';
 
 export interface AppInfo {
@@ -26,12 +26,19 @@ export function metaRoutes(runtime: ConcordRuntime, info: AppInfo, readiness: re
     {
       method: 'get',
       path: '/health',
-      summary: 'Liveness: the process answers',
+      summary: 'Liveness: the process answers; also says whether its database is connected',
       tags: ['meta'],
       auth: false,
-      responses: { 200: 'The process is alive' },
-      handler: (ctx) => {
-        ctx.body = { status: 'ok', uptimeSeconds: Math.round(runtime.uptimeSeconds) };
+      responses: { 200: 'The process is alive (200 even with the database down: that is readiness)' },
+      handler: async (ctx) => {
+        let database: 'connected' | 'disconnected' | 'not_configured' = 'not_configured';
+        if (services.config.databaseUrl) {
+          database = await withTimeout('PostgreSQL', 1_000, services.pg().query('SELECT 1')).then(
+            () => 'connected' as const,
+            () => 'disconnected' as const,
+          );
+        }
+        ctx.body = { status: 'healthy', service: info.name, database, timestamp: new Date().toISOString(), uptimeSeconds: Math.round(runtime.uptimeSeconds) };
       },
     },
     {

@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS sync_files;
+DROP TABLE IF EXISTS sync_events;
