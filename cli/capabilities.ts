@@ -7,7 +7,7 @@ import { loadSyncEventsConfig, SYNC_EVENTS } from '../actors/sync-events/index.j
 import { syncEventsRoutes } from '../http/routes/sync-events.js';
 import type { RouteSpec } from '../http/route.js';
 import { createPgPool, type ConcordRuntime, type Logger, type Role } from '../runtime/index.js';
-import { migratePostgres, migrationsDir, readMigrations, type MigrationSet } from '../runtime/migrate.js';
+import { migrateDownPostgres, migratePostgres, migrationsDir, readMigrations, type MigrateDownOptions, type MigrationSet } from '../runtime/migrate.js';
 
 /** The capabilities this process takes part in, and the actors it runs of them. */
 export function selectCapabilities(role: Role, names: string | undefined, env: NodeJS.ProcessEnv = process.env) {
@@ -34,11 +34,21 @@ export function selectCapabilities(role: Role, names: string | undefined, env: N
   };
 }
 
-/** Applies one folder of SQL migrations to one PostgreSQL database. */
-export async function migrateDatabase(set: MigrationSet, url: string, log: Logger): Promise<string[]> {
+/**
+ * Applies one folder of SQL migrations to one PostgreSQL database; returns the names
+ * applied. With `down`, reverts instead (see migrateDownPostgres) and returns the
+ * names reverted.
+ */
+export async function migrateDatabase(set: MigrationSet, url: string, log: Logger, options: { down?: MigrateDownOptions } = {}): Promise<string[]> {
   const pool = createPgPool(url, 2);
   try {
-    const applied = await migratePostgres(pool, await readMigrations(migrationsDir(set)));
+    const migrations = await readMigrations(migrationsDir(set));
+    if (options.down) {
+      const reverted = await migrateDownPostgres(pool, migrations, options.down);
+      log.info({ reverted }, `${set}: ${reverted.length} migration(s) reverted`);
+      return reverted;
+    }
+    const applied = await migratePostgres(pool, migrations);
     log.info({ applied }, `${set}: ${applied.length} migration(s) applied`);
     return applied;
   } finally {
