@@ -46,11 +46,18 @@ export async function relayBatch(client: pg.ClientBase, broker: Broker, config: 
     }
     const candidates = (
       await client.query<PendingEvent>(
-        // Qualified ORDER BY: a bare `seq` would sort the text alias ('10' < '9').
-        `SELECT o.id, o.seq::text AS seq, o.aggregate_id, o.aggregate_type, o.topic, o.event_type, o.payload, o.headers, o.priority, o.attempts, o.max_attempts
-           FROM concord_outbox o
-          WHERE o.part = ANY($1::smallint[]) AND o.status = 'pending' AND o.next_attempt_at <= now() AND o.xid < $2::xid8
-          ORDER BY o.priority DESC, o.seq
+        // One ordered index scan per partition (LATERAL ... LIMIT), then a merge: with
+        // `part = ANY(...)` the planner reads and sorts every pending row of those
+        // partitions on every batch (measured: ~300 us of PostgreSQL CPU per event
+        // with a 500k backlog). Qualified ORDER BY: a bare `seq` would sort the text alias.
+        `SELECT c.id, c.seq::text AS seq, c.aggregate_id, c.aggregate_type, c.topic, c.event_type, c.payload, c.headers, c.priority, c.attempts, c.max_attempts
+           FROM unnest($1::smallint[]) AS p(part)
+          CROSS JOIN LATERAL (
+                SELECT o.* FROM concord_outbox o
+                 WHERE o.part = p.part AND o.status = 'pending' AND o.next_attempt_at <= now() AND o.xid < $2::xid8
+                 ORDER BY o.priority DESC, o.seq
+                 LIMIT $3) c
+          ORDER BY c.priority DESC, c.seq
           LIMIT $3`,
         [parts, fence, config.batchSize],
       )
