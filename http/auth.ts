@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import type { Context, Middleware } from 'koa';
 import {
   createLocalJWKSet,
@@ -66,13 +67,19 @@ export interface TokenVerifierOptions {
 
 type KeyResolver = (header: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<CryptoKey>;
 
-const encoder = new TextEncoder();
+/** Verified tokens kept this long at most (and never past their exp): repeat callers skip the crypto. */
+const VERIFIED_CACHE_MS = 30_000;
+const VERIFIED_CACHE_MAX = 10_000;
 
 export function createTokenVerifier(config: AuthConfig, options: TokenVerifierOptions = {}): TokenVerifier {
   const accepted = new Set<string>(config.algorithms);
   const hmacAlgorithms = config.algorithms.filter(isHmac);
   const keyAlgorithms = config.algorithms.filter((a) => !isHmac(a));
-  const secret = config.secret ? encoder.encode(config.secret) : undefined;
+  // Imported once: jose would otherwise import a raw secret as a key on every request.
+  const secret = config.secret ? createSecretKey(Buffer.from(config.secret, 'utf8')) : undefined;
+  // The exact token string -> its verified principal, until min(exp, now + 30 s).
+  // Bounded, oldest evicted first; a hit is the same bytes that already verified.
+  const verified = new Map<string, { principal: Principal; until: number }>();
   const jwks = config.jwksUrl ? createJwksResolver(config.jwksUrl, options) : undefined;
 
   const baseOptions: JWTVerifyOptions = {
@@ -84,6 +91,11 @@ export function createTokenVerifier(config: AuthConfig, options: TokenVerifierOp
 
   return {
     async verify(token: string): Promise<Principal> {
+      const cached = verified.get(token);
+      if (cached) {
+        if (Date.now() < cached.until) return cached.principal;
+        verified.delete(token);
+      }
       let header: ProtectedHeaderParameters;
       try {
         header = decodeProtectedHeader(token);
@@ -107,7 +119,11 @@ export function createTokenVerifier(config: AuthConfig, options: TokenVerifierOp
       } catch (err) {
         throw toConcordError(err);
       }
-      return { subject: typeof payload.sub === 'string' ? payload.sub : undefined, claims: payload };
+      const principal: Principal = { subject: typeof payload.sub === 'string' ? payload.sub : undefined, claims: payload };
+      const until = Math.min(Date.now() + VERIFIED_CACHE_MS, typeof payload.exp === 'number' ? payload.exp * 1000 : Date.now() + VERIFIED_CACHE_MS);
+      if (verified.size >= VERIFIED_CACHE_MAX) verified.delete(verified.keys().next().value!);
+      verified.set(token, { principal, until });
+      return principal;
     },
   };
 }

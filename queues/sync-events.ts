@@ -45,14 +45,17 @@ export async function recordSyncEvent(
   event: NewSyncEvent,
   idempotencyKey?: string,
 ): Promise<{ event: SyncEventRow; replayed: boolean } | { conflict: true }> {
-  const hash = createHash('sha256').update(JSON.stringify([event.file_id, event.event_type, event.metadata])).digest('hex');
-  const inserted = await db.query<SyncEventRow>(
-    `INSERT INTO sync_events (id, file_id, event_type, metadata, idempotency_key, request_hash)
-     VALUES ($1, $2, $3, $4::jsonb, $5, $6)
-     ON CONFLICT (idempotency_key) DO NOTHING
-     RETURNING ${COLUMNS}`,
-    [randomUUID(), event.file_id, event.event_type, JSON.stringify(event.metadata), idempotencyKey ?? null, idempotencyKey ? hash : null],
-  );
+  // Only a keyed request needs its body hash (to tell a replay from a conflict).
+  const hash = idempotencyKey ? createHash('sha256').update(JSON.stringify([event.file_id, event.event_type, event.metadata])).digest('hex') : null;
+  // A named statement: planned once per connection, not on every request.
+  const inserted = await db.query<SyncEventRow>({
+    name: 'concord-sync-events-insert',
+    text: `INSERT INTO sync_events (id, file_id, event_type, metadata, idempotency_key, request_hash)
+           VALUES ($1, $2, $3, $4::jsonb, $5, $6)
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING ${COLUMNS}`,
+    values: [randomUUID(), event.file_id, event.event_type, JSON.stringify(event.metadata), idempotencyKey ?? null, hash],
+  });
   if (inserted.rows[0]) return { event: inserted.rows[0], replayed: false };
   const first = await db.query<SyncEventRow & { request_hash: string }>(`SELECT ${COLUMNS}, request_hash FROM sync_events WHERE idempotency_key = $1`, [idempotencyKey]);
   const row = first.rows[0]!;

@@ -19,7 +19,10 @@ export function syncEventsActor(config: SyncEventsConfig): Actor {
     // One processor at a time (global concurrency 1): a dead worker's job blocks the
     // queue until stall detection, so keep the lock short (renewed every 5 s).
     mailbox: { concurrency: 1, lockDurationMs: 10_000, stalledIntervalMs: 5_000 },
-    handler: async (_data, _job, log) => {
+    handler: async (_data, job, log) => {
+      // Release the wake-up key before reading: an insert arriving during this drain
+      // then queues exactly one follow-up wake instead of being deduplicated away.
+      await job.removeDeduplicationKey().catch(() => false);
       let processed = 0;
       let anomalies = 0;
       // Drain: keep going while full batches come back.

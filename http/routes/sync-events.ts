@@ -30,7 +30,7 @@ function waker(runtime: ConcordRuntime, windowMs = 20): () => void {
       timer = undefined;
       runtime.services.queues
         .queue(syncEventsQueue.name)
-        .add('wake', { trigger: 'insert' }, { deduplication: { id: 'sync-events-wake', ttl: 100 } })
+        .add('wake', { trigger: 'insert' }, { deduplication: { id: 'sync-events-wake' } })
         .catch((err: unknown) => runtime.services.log.warn({ err: String(err) }, 'could not wake the sync-event processor; the sweep will'));
     }, windowMs);
   };

@@ -371,3 +371,23 @@ describe('createTokenVerifier', () => {
     await expect(verifier.verify(await signHs256())).rejects.toMatchObject({ status: 401, message: 'token algorithm not accepted' });
   });
 });
+
+describe('verified-token cache', () => {
+  it('answers a repeat of a verified token without re-verifying, but never past its expiry', async () => {
+    const config = loadConfig({ SECRET_KEY: TEST_SECRET });
+    const verifier = createTokenVerifier(config.auth, { clockToleranceSec: 0 });
+    const token = await signHs256({ sub: 'repeat' }, { expiresIn: 1 });
+    expect((await verifier.verify(token)).subject).toBe('repeat');
+    expect((await verifier.verify(token)).subject).toBe('repeat'); // from the cache
+    await new Promise((r) => setTimeout(r, 1_300));
+    await expect(verifier.verify(token)).rejects.toMatchObject({ status: 401, message: 'token expired' });
+  });
+
+  it('caches nothing for a token that failed', async () => {
+    const config = loadConfig({ SECRET_KEY: TEST_SECRET });
+    const verifier = createTokenVerifier(config.auth);
+    const forged = await signHs256({ sub: 'x' }, { secret: 'another-secret-that-is-long-enough-0123456789' });
+    await expect(verifier.verify(forged)).rejects.toMatchObject({ status: 401 });
+    await expect(verifier.verify(forged)).rejects.toMatchObject({ status: 401 });
+  });
+});
