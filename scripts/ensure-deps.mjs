@@ -32,14 +32,26 @@ if (reason === null) {
   process.exit(0);
 }
 
-const args = lock !== null ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
-console.log(`ensure-deps: ${reason}; running npm ${args.join(' ')}`);
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-const result = spawnSync(npm, args, { cwd: root, stdio: 'inherit', shell: process.platform === 'win32' });
+const run = (args) => {
+  console.log(`ensure-deps: ${reason}; running npm ${args.join(' ')}`);
+  const result = spawnSync(npm, args, { cwd: root, stdio: 'inherit', shell: process.platform === 'win32' });
+  if (result.error) {
+    console.error(`ensure-deps: could not run npm (${result.error.message}). Install Node.js with npm, then run \`npm ${args.join(' ')}\` in ${root}.`);
+    process.exit(1);
+  }
+  return result;
+};
 
-if (result.error) {
-  console.error(`ensure-deps: could not run npm (${result.error.message}). Install Node.js with npm, then run \`npm ${args.join(' ')}\` in ${root}.`);
-  process.exit(1);
+let args = lock !== null ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
+let result = run(args);
+if (result.status !== 0 && args[0] === 'ci') {
+  // npm 11 leaves other platforms' optional packages (DuckDB, rollup, msgpackr
+  // bindings) out of a lock written on Linux, and `npm ci` then calls the lock out
+  // of sync. `npm install` still installs the locked versions and fills them in.
+  console.log('ensure-deps: npm ci refused the lock file; falling back to npm install (same locked versions)');
+  args = ['install', '--no-audit', '--no-fund'];
+  result = run(args);
 }
 if (result.status !== 0) {
   console.error(
