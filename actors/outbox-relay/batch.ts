@@ -8,7 +8,8 @@ export interface PendingEvent {
   aggregate_type: string;
   topic: string;
   event_type: string;
-  payload: unknown;
+  /** The jsonb payload as PostgreSQL's JSON text: sent as is, never parsed and re-serialised. */
+  payload_json: string;
   headers: Record<string, string>;
   priority: number;
   attempts: number;
@@ -49,10 +50,11 @@ function maxPriority(group: readonly PendingEvent[]): number {
   return Math.max(...group.map((e) => e.priority));
 }
 
-function cmpSeq(a: string, b: string): number {
+/** Orders decimal seq strings numerically without parsing them. */
+export function cmpSeq(a: string, b: string): number {
   return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 export function toMessage(e: PendingEvent): OutboundMessage {
-  return { eventId: e.id, topic: e.topic, key: e.aggregate_id, eventType: e.event_type, aggregateType: e.aggregate_type, payload: e.payload, headers: e.headers };
+  return { eventId: e.id, topic: e.topic, key: e.aggregate_id, eventType: e.event_type, aggregateType: e.aggregate_type, payload: undefined, payloadJson: e.payload_json, headers: e.headers };
 }

@@ -11,6 +11,8 @@ export interface OutboundMessage {
   aggregateType: string;
   /** A JSON value. */
   payload: unknown;
+  /** The payload already as JSON text (from a jsonb column): sent as is instead of serialising `payload`. */
+  payloadJson?: string;
   headers: Record<string, string>;
 }
 
@@ -68,7 +70,9 @@ export function topicNameProblem(topic: string): string | undefined {
 }
 
 /** JSON text of a payload, or why it cannot be serialised (BigInt, cycles, undefined, functions). */
-export function serialisePayload(payload: unknown): { ok: true; json: string } | { ok: false; error: string } {
+export function serialisePayload(m: Pick<OutboundMessage, 'payload' | 'payloadJson'>): { ok: true; json: string } | { ok: false; error: string } {
+  if (m.payloadJson !== undefined) return { ok: true, json: m.payloadJson };
+  const payload = m.payload;
   try {
     const json: unknown = JSON.stringify(payload);
     if (typeof json !== 'string') return { ok: false, error: `payload is not a JSON value (${typeof payload})` };

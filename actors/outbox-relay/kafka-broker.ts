@@ -191,7 +191,7 @@ export function createKafkaBroker(opts: KafkaBrokerOptions): Broker {
 function toRecord(m: OutboundMessage): { record?: Message; problem?: string } {
   const topicProblem = topicNameProblem(m.topic);
   if (topicProblem) return { problem: topicProblem };
-  const value = serialisePayload(m.payload);
+  const value = serialisePayload(m);
   if (!value.ok) return { problem: value.error };
   // Headers come from a JSON column: a non-string value would crash kafkajs's encoder mid-request.
   const bad = Object.entries(m.headers).find(([, v]) => typeof v !== 'string');

@@ -79,9 +79,9 @@ export function createRedisStreamsBroker(opts: RedisStreamsBrokerOptions): Broke
 function toFields(m: OutboundMessage, maxBytes: number): string[] | string {
   const topicProblem = topicNameProblem(m.topic);
   if (topicProblem) return topicProblem;
-  const payload = serialisePayload(m.payload);
+  const payload = serialisePayload(m);
   if (!payload.ok) return payload.error;
-  const headers = serialisePayload(m.headers);
+  const headers = serialisePayload({ payload: m.headers });
   if (!headers.ok) return `headers: ${headers.error}`;
   const fields = ['event_id', m.eventId, 'key', m.key, 'event_type', m.eventType, 'aggregate_type', m.aggregateType, 'headers', headers.json, 'payload', payload.json];
   const size = fields.reduce((sum, f) => sum + Buffer.byteLength(f), 0);

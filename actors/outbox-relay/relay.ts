@@ -3,6 +3,7 @@ import type { Logger } from '../../runtime/index.js';
 import { errorMessage } from '../../runtime/index.js';
 import { BrokerUnavailableError, type Broker, type OutboundMessage } from './broker.js';
 import { eligible, sendOrder, toMessage, type PendingEvent } from './batch.js';
+import { readCandidates, unpublishedByAggregate } from './candidates.js';
 import { retryDelayMs, type OutboxConfig } from './config.js';
 import type { OutboxMetrics } from './metrics.js';
 
@@ -47,41 +48,13 @@ export async function relayBatch(client: pg.ClientBase, broker: Broker, config: 
       await client.query('COMMIT');
       return result;
     }
-    const candidates = (
-      await client.query<PendingEvent>(
-        // One index-ordered scan per partition under a Merge Append that stops once LIMIT rows
-        // came out: the reads follow the batch size, not the backlog or partitions x batch size.
-        `SELECT * FROM (${parts
-          .map(
-            (_, k) => `(SELECT o.id, o.seq::text AS seq, o.seq AS seq_n, o.aggregate_id, o.aggregate_type, o.topic, o.event_type, o.payload, o.headers, o.priority, o.attempts, o.max_attempts
-                FROM concord_outbox o
-               WHERE o.part = ($1::smallint[])[${k + 1}] AND o.status = 'pending' AND o.next_attempt_at <= now() AND o.xid < $2::xid8
-               ORDER BY o.priority DESC, o.seq)`,
-          )
-          .join(' UNION ALL ')}) c
-          ORDER BY c.priority DESC, c.seq_n
-          LIMIT $3`,
-        [parts, fence, config.batchSize],
-      )
-    ).rows;
+    const read = await readCandidates(client, parts, fence, config.batchSize);
+    const candidates = read.filter((c) => c.ready);
     if (candidates.length === 0) {
       await client.query('COMMIT');
       return result;
     }
-    const aggregates = [...new Set(candidates.map((c) => c.aggregate_id))];
-    const maxSeq = candidates.reduce((m, c) => (BigInt(c.seq) > BigInt(m) ? c.seq : m), '0');
-    const unpublished = new Map(
-      (
-        await client.query<{ aggregate_id: string; seqs: string[] }>(
-          // Per aggregate: one range of concord_outbox_unpublished_by_aggregate.
-          `SELECT a.aggregate_id, u.seqs FROM unnest($1::text[]) AS a(aggregate_id) CROSS JOIN LATERAL (
-             SELECT array_agg(o.seq::text ORDER BY o.seq) AS seqs FROM concord_outbox o
-              WHERE o.aggregate_id = a.aggregate_id AND o.status <> 'published' AND o.seq <= $2::bigint) u
-            WHERE u.seqs IS NOT NULL`,
-          [aggregates, maxSeq],
-        )
-      ).rows.map((r) => [r.aggregate_id, r.seqs]),
-    );
+    const unpublished = await unpublishedByAggregate(client, parts, read, config.batchSize);
     const batch = sendOrder(eligible(candidates, unpublished));
     if (batch.length === 0) {
       await client.query('COMMIT');
@@ -140,15 +113,14 @@ export async function relayBatch(client: pg.ClientBase, broker: Broker, config: 
 
 /** The dead-letter record: the event and why it died; a payload too large to park is left in the table. */
 function deadLetter(e: PendingEvent, error: string, topic: string): OutboundMessage {
-  const payloadText = JSON.stringify(e.payload) ?? 'null';
-  const keep = Buffer.byteLength(payloadText) <= 512 * 1024;
+  const keep = Buffer.byteLength(e.payload_json) <= 512 * 1024;
   return {
     eventId: e.id,
     topic,
     key: e.aggregate_id,
     eventType: e.event_type,
     aggregateType: e.aggregate_type,
-    payload: { event_id: e.id, topic: e.topic, event_type: e.event_type, aggregate_id: e.aggregate_id, aggregate_type: e.aggregate_type, attempts: e.attempts + 1, reason: error, payload: keep ? e.payload : null, payload_omitted: !keep },
+    payload: { event_id: e.id, topic: e.topic, event_type: e.event_type, aggregate_id: e.aggregate_id, aggregate_type: e.aggregate_type, attempts: e.attempts + 1, reason: error, payload: keep ? (JSON.parse(e.payload_json) as unknown) : null, payload_omitted: !keep },
     headers: { ...e.headers, original_topic: e.topic, dead_reason: error.slice(0, 500) },
   };
 }

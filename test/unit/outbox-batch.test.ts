@@ -10,7 +10,7 @@ const e = (seq: number, aggregate: string, priority = 0): PendingEvent => ({
   aggregate_type: 't',
   topic: 'x',
   event_type: 'y',
-  payload: {},
+  payload_json: '{}',
   headers: {},
   priority,
   attempts: 0,

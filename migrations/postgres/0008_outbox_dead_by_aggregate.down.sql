@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS concord_outbox_dead_by_aggregate;
