@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { cmpSeq, type PendingEvent } from './batch.js';
+import { cmpSeq, eligible, sendOrder, type PendingEvent } from './batch.js';
 
 /** A pending event of a locked partition, and whether it may be sent now. */
 export interface ReadEvent extends PendingEvent {
@@ -19,16 +19,42 @@ const COLUMNS = `o.id, o.seq::text AS seq, o.seq AS seq_n, o.aggregate_id, o.agg
  * stops at LIMIT: the reads follow the batch size, not the backlog. The statement
  * is prepared per partition count, so it is planned once per connection.
  */
-export async function readCandidates(client: pg.ClientBase, parts: readonly number[], fence: string, limit: number): Promise<ReadEvent[]> {
+export async function readCandidates(client: pg.ClientBase, parts: readonly number[], fence: string, limit: number, exclude: readonly string[] = []): Promise<ReadEvent[]> {
+  const without = exclude.length > 0 ? ' AND o.aggregate_id <> ALL($4::text[])' : '';
   const branches = parts.map(
-    (_, k) => `(SELECT ${COLUMNS} FROM concord_outbox o WHERE o.part = ($1::smallint[])[${k + 1}] AND o.status = 'pending' ORDER BY o.priority DESC, o.seq)`,
+    (_, k) => `(SELECT ${COLUMNS} FROM concord_outbox o WHERE o.part = ($1::smallint[])[${k + 1}] AND o.status = 'pending'${without} ORDER BY o.priority DESC, o.seq)`,
   );
   const res = await client.query<ReadEvent>({
-    name: `concord-outbox-candidates-${parts.length}`,
+    name: `concord-outbox-candidates-${parts.length}${without ? '-excluding' : ''}`,
     text: `SELECT * FROM (${branches.join(' UNION ALL ')}) c ORDER BY c.priority DESC, c.seq_n LIMIT $3`,
-    values: [parts, fence, limit],
+    values: without ? [parts, fence, limit, exclude] : [parts, fence, limit],
   });
   return res.rows;
+}
+
+/**
+ * The events to send from the locked partitions, in send order. When held-back
+ * aggregates (an event in backoff, dead, or above the fence, with later events
+ * behind it) filled most of the read, the read is done once more without them: a
+ * stuck aggregate with a long tail of events must not starve the other aggregates
+ * of its partitions.
+ */
+export async function sendable(client: pg.ClientBase, parts: readonly number[], fence: string, limit: number): Promise<PendingEvent[]> {
+  let read = await readCandidates(client, parts, fence, limit);
+  let batch = await sendableOf(client, parts, read, limit);
+  if (read.length >= limit && batch.length < limit / 2) {
+    const sent = new Set(batch.map((e) => e.id));
+    const held = [...new Set(read.filter((e) => !sent.has(e.id)).map((e) => e.aggregate_id))];
+    read = await readCandidates(client, parts, fence, limit, held);
+    batch = await sendableOf(client, parts, read, limit);
+  }
+  return batch;
+}
+
+async function sendableOf(client: pg.ClientBase, parts: readonly number[], read: readonly ReadEvent[], limit: number): Promise<PendingEvent[]> {
+  const candidates = read.filter((c) => c.ready);
+  if (candidates.length === 0) return [];
+  return sendOrder(eligible(candidates, await unpublishedByAggregate(client, parts, read, limit)));
 }
 
 /**

@@ -2,8 +2,8 @@ import type pg from 'pg';
 import type { Logger } from '../../runtime/index.js';
 import { errorMessage } from '../../runtime/index.js';
 import { BrokerUnavailableError, type Broker, type OutboundMessage } from './broker.js';
-import { eligible, sendOrder, toMessage, type PendingEvent } from './batch.js';
-import { readCandidates, unpublishedByAggregate } from './candidates.js';
+import { toMessage, type PendingEvent } from './batch.js';
+import { sendable } from './candidates.js';
 import { retryDelayMs, type OutboxConfig } from './config.js';
 import type { OutboxMetrics } from './metrics.js';
 
@@ -48,14 +48,7 @@ export async function relayBatch(client: pg.ClientBase, broker: Broker, config: 
       await client.query('COMMIT');
       return result;
     }
-    const read = await readCandidates(client, parts, fence, config.batchSize);
-    const candidates = read.filter((c) => c.ready);
-    if (candidates.length === 0) {
-      await client.query('COMMIT');
-      return result;
-    }
-    const unpublished = await unpublishedByAggregate(client, parts, read, config.batchSize);
-    const batch = sendOrder(eligible(candidates, unpublished));
+    const batch = await sendable(client, parts, fence, config.batchSize);
     if (batch.length === 0) {
       await client.query('COMMIT');
       return result;

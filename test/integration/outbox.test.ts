@@ -254,4 +254,27 @@ describe.each(['redis-streams', 'kafka'] as const)('outbox relay over %s', (kind
     const { rows } = await db.query<{ status: string }>('SELECT status FROM concord_outbox WHERE id = $1', [blocked]);
     expect(rows[0]!.status).toBe('pending');
   });
+
+  it('an aggregate stuck behind a poison event with more waiting events than a batch does not starve its partition', async (t) => {
+    if (skip) return t.skip(skip);
+    prefix = uniquePrefix('ob6');
+    const topic = `orders-${prefix}`;
+    const stuck = `stuck-${prefix}`;
+    // Healthy aggregates that hash to the stuck aggregate's partition, so they share every read with it.
+    const sameParts = await db.query<{ a: string }>(
+      `SELECT a FROM (SELECT $1 || g AS a FROM generate_series(1, 20000) AS g) x
+        WHERE abs(hashtext(a)) % 64 = abs(hashtext($2::text)) % 64 LIMIT 8`,
+      [`healthy-${prefix}-`, stuck],
+    );
+    expect(sameParts.rows).toHaveLength(8);
+    await enqueueTx([ev(topic, stuck, 0, { payload: { big: 'x'.repeat(1_200_000) } }), ...Array.from({ length: 40 }, (_, i) => ev(topic, stuck, i + 1))]);
+    const healthy = await enqueueTx(sameParts.rows.flatMap(({ a }) => [ev(topic, a, 1), ev(topic, a, 2)]));
+    await relay({ OUTBOX_BATCH_SIZE: '10', OUTBOX_DEAD_LETTER_THRESHOLD: '2', OUTBOX_DEAD_LETTER_TOPIC: `dlq-${prefix}` });
+
+    const arrived = await readUntil(topic, healthy.length);
+    expect(new Set(arrived.map((m) => m.headers.event_id))).toEqual(new Set(healthy));
+    expect(arrived.some((m) => m.key === stuck)).toBe(false);
+    await eventually(async () => ((await statusCounts(topic)).dead === 1 ? true : undefined), 30_000, 100, 'poison dead');
+    expect(await statusCounts(topic)).toEqual({ dead: 1, pending: 40, published: healthy.length });
+  });
 });
