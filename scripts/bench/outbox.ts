@@ -11,9 +11,8 @@
  * so the figure never flatters) to the consumer's first receipt of the event.
  * End to end: events / (first COMMIT -> last event received).
  */
-import { fork, execFileSync, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -29,6 +28,7 @@ import { startKafka, type KafkaHandle } from '../services/kafka.js';
 import { startFixture, type Child } from '../../test/support/child.js';
 import type { ConsumerReport, ConsumerStart, FromConsumer, ToConsumer } from './outbox-consumer.js';
 import { printTable, round, scaled, SCALE, timed } from './support.js';
+import { cleanupRegistry, clockTicks, cpuSample, percentile, procPeakRss, type CpuSample } from './proc.js';
 
 const EVENTS = scaled(500_000, 2_000);
 const AGGREGATES = scaled(10_000, 40);
@@ -84,78 +84,9 @@ const payloadOf = (i: number) => ({ i, a: aggregateOf[i]!, n: seqOf[i]!, amount:
 const EVENT_TYPE = 'ledger.entry_posted';
 const AGGREGATE_TYPE = 'account';
 
-// --- Linux process and machine figures (n/a elsewhere) ------------------------------------------------
-const clockTicks = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-function procPeakRss(pid: number): number | undefined {
-  try {
-    const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    return kb === undefined ? undefined : Number(kb) * 1024;
-  } catch {
-    return undefined;
-  }
-}
-interface CpuSample {
-  busy: number;
-  total: number;
-  /** Per part of this benchmark: this process, and the subtree of each of its children. */
-  parts: Map<string, number>;
-}
-/** CPU ticks of the whole machine, and of this benchmark's processes by part (postgres, kafka, relay, ...). */
-function cpuSample(labels: ReadonlyMap<number, string>): CpuSample | undefined {
-  try {
-    const v = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-    const total = v.reduce((s, x) => s + x, 0);
-    const children = new Map<number, number[]>();
-    const ticks = new Map<number, number>();
-    const comm = new Map<number, string>();
-    for (const entry of readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      let stat: string;
-      try {
-        stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      } catch {
-        continue; // gone meanwhile
-      }
-      const pid = Number(entry);
-      const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-      (children.get(Number(f[1])) ?? children.set(Number(f[1]), []).get(Number(f[1]))!).push(pid);
-      comm.set(pid, stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(') ')));
-      // utime + stime + cutime + cstime: a reaped child's time moves into its parent's c-fields
-      ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
-    }
-    const subtree = (root: number) => {
-      let sum = 0;
-      for (const stack = [root]; stack.length > 0; ) {
-        const pid = stack.pop()!;
-        sum += ticks.get(pid) ?? 0;
-        stack.push(...(children.get(pid) ?? []));
-      }
-      return sum;
-    };
-    const names: Record<string, string> = { postgres: 'postgres', java: 'kafka', 'redis-server': 'redis' };
-    const parts = new Map<string, number>([['producers (this process)', ticks.get(process.pid) ?? 0]]);
-    for (const child of children.get(process.pid) ?? []) {
-      const label = labels.get(child) ?? names[comm.get(child) ?? ''] ?? `other (${comm.get(child)})`;
-      parts.set(label, (parts.get(label) ?? 0) + subtree(child));
-    }
-    return { busy: total - v[3]! - v[4]!, total, parts }; // busy: minus idle and iowait
-  } catch {
-    return undefined;
-  }
-}
-
 // --- teardown -------------------------------------------------------------------------------------
-const cleanups: Array<() => Promise<unknown>> = [];
-async function cleanup(): Promise<void> {
-  for (const c of cleanups.splice(0).reverse()) await c().catch((err: unknown) => note(`cleanup: ${String(err)}`));
-}
-process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+const cleanups = cleanupRegistry(note);
+const cleanup = cleanups.run;
 
 function stopChild(proc: ChildProcess, exited: Promise<unknown>, graceMs: number): () => Promise<unknown> {
   return async () => {
@@ -232,7 +163,7 @@ function startConsumer(task: ConsumerStart): ConsumerProcess {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  cleanups.push(stopChild(child, exited, 5_000));
+  cleanups.add(stopChild(child, exited, 5_000));
   let unique = 0;
   let markReady!: () => void;
   const ready = new Promise<void>((resolve) => (markReady = resolve));
@@ -289,7 +220,6 @@ async function produce(url: string, p: number, topic: string): Promise<void> {
 }
 
 // --- the run --------------------------------------------------------------------------------------
-const percentile = (sorted: Float64Array, q: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!);
 const pct = (x: number | undefined) => (x === undefined ? 'n/a' : `${round(x * 100)}%`);
 const mb = (b: number | undefined) => (b === undefined ? 'n/a' : round(b / 1024 / 1024, 1));
 
@@ -298,14 +228,14 @@ const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsa
 
 try {
   const pgServer: PostgresHandle = await startPostgres({ mode: 'test' });
-  cleanups.push(() => pgServer.stop());
+  cleanups.add(() => pgServer.stop());
   const redisServer: RedisHandle = await startRedis({ mode: 'test' });
-  cleanups.push(() => redisServer.stop());
+  cleanups.add(() => redisServer.stop());
   const kafkaStart = await startKafka({ log: note });
   let kafka: KafkaHandle | undefined;
   if (kafkaStart.ok) {
     kafka = kafkaStart.handle;
-    cleanups.push(() => kafka!.stop());
+    cleanups.add(() => kafka!.stop());
   } else {
     note(`Kafka is not available (${kafkaStart.reason}): measuring the Redis Streams broker instead`);
   }
@@ -324,7 +254,7 @@ try {
   await migrateDatabase('postgres', dbUrl, log);
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
-  cleanups.push(() => db.end());
+  cleanups.add(() => db.end());
   await db.query(`CREATE TABLE bench_ledger (account_id text NOT NULL, n integer NOT NULL, amount numeric(12, 2) NOT NULL,
                     posted_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (account_id, n))`);
 
@@ -335,7 +265,7 @@ try {
 
   // 1. The ceiling, alone on the machine.
   let ceilingPerS: number;
-  const ceilingCpu0 = cpuSample(new Map());
+  const ceilingCpu0 = cpuSample(new Map(), 'producers (this process)');
   if (kafka) {
     const kadmin = new Kafka({ clientId: 'concord-bench-admin', brokers: kafka.brokers, logLevel: logLevel.NOTHING }).admin();
     await kadmin.connect();
@@ -348,7 +278,7 @@ try {
     ceilingPerS = await redisCeiling(redisServer.url, streamKey(prefix, ceilingTopic));
   }
 
-  const ceilingCpu1 = cpuSample(new Map());
+  const ceilingCpu1 = cpuSample(new Map(), 'producers (this process)');
 
   // 2. The relay, in a process of its own (the real actor, configured by the environment).
   const relayEnv: Record<string, string> = {
@@ -366,7 +296,7 @@ try {
     ...(kafka ? { KAFKA_BROKERS: kafka.brokers.join(',') } : {}),
   };
   const relay: Child = startFixture('outbox', relayEnv);
-  cleanups.push(stopChild(relay.proc, relay.exited, 20_000));
+  cleanups.add(stopChild(relay.proc, relay.exited, 20_000));
   await relay.waitFor((l) => l.fixtureEvent === 'ready', 60_000);
 
   // 3. The consumer, subscribed before the first commit.
@@ -383,7 +313,7 @@ try {
     [relay.pid, 'relay'],
     [consumer.pid, 'consumer'],
   ]);
-  const cpu0 = cpuSample(labels);
+  const cpu0 = cpuSample(labels, 'producers (this process)');
   const producing = timed(() => Promise.all(Array.from({ length: PRODUCERS }, (_, p) => produce(dbUrl, p, topic))));
   const ticker = setInterval(() => note(`committed ${committedTxns * TXN_EVENTS} / consumed ${consumer.unique()} of ${EVENTS}`), 5_000);
   const produced = await producing;
@@ -401,7 +331,7 @@ try {
   const report = await consumer.report;
   clearInterval(watchdog);
   clearInterval(ticker);
-  const cpu1 = cpuSample(labels);
+  const cpu1 = cpuSample(labels, 'producers (this process)');
 
   // The relay marks a batch published after the broker's ack: let it finish, then look at the table.
   let statuses = new Map<string, number>();

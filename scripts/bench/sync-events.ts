@@ -22,9 +22,8 @@
  * SYNC_EVENT_PROCESS_INTERVAL=5, for diagnosis); SYNC_EVENTS_SERVER_NODE_ARGS (node flags of the
  * server processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -36,6 +35,7 @@ import { migrateDatabase } from '../../cli/capabilities.js';
 import { startPostgres } from '../services/postgres.js';
 import { startRedis } from '../services/redis.js';
 import { printTable, round, SCALE } from './support.js';
+import { cleanupRegistry, machineCpu, percentile, procStat, treeCpu } from './proc.js';
 
 const LOAD_S = Math.max(3, Math.round(20 * SCALE));
 const SHORT_S = Math.max(3, Math.round(8 * SCALE));
@@ -78,43 +78,6 @@ let cursor = 0;
 const nextBody = () => bodies[cursor++ & (BODIES - 1)]!;
 
 // --- CPU of processes and of the machine (Linux /proc; n/a elsewhere) ------------------------------------
-const clockTicks = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-/** Parent pid, CPU seconds of all its threads, and of the children it has reaped. */
-function procStat(pid: number): { ppid: number; cpu: number; reaped: number } | undefined {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return { ppid: Number(f[1]), cpu: (Number(f[11]) + Number(f[12])) / clockTicks, reaped: (Number(f[13]) + Number(f[14])) / clockTicks };
-  } catch {
-    return undefined;
-  }
-}
-/** A process and its children (live ones, and those it has reaped), in CPU seconds. */
-function treeCpu(root: number): number {
-  const top = procStat(root);
-  if (!top) return NaN;
-  let total = top.cpu + top.reaped;
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const s = procStat(Number(entry));
-    if (s && s.ppid === root) total += s.cpu;
-  }
-  return total;
-}
-function machineCpu(): { busy: number; total: number } {
-  try {
-    const v = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-    const total = v.reduce((s, x) => s + x, 0);
-    return { busy: (total - v[3]! - v[4]!) / clockTicks, total: total / clockTicks };
-  } catch {
-    return { busy: NaN, total: NaN };
-  }
-}
 interface Cpu {
   server: number;
   loadgen: number;
@@ -146,11 +109,8 @@ function cpuMeter(serverPid: number): () => Cpu {
 }
 
 // --- teardown -------------------------------------------------------------------------------------
-const cleanups: Array<() => Promise<unknown>> = [];
-async function cleanup(): Promise<void> {
-  for (const c of cleanups.splice(0).reverse()) await c().catch((err: unknown) => note(`cleanup: ${String(err)}`));
-}
-process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
+const cleanups = cleanupRegistry(note);
+const cleanup = cleanups.run;
 
 // --- the server processes -------------------------------------------------------------------------
 type ServerMode = 'concord' | 'concord-api' | 'bare-insert' | 'bare-hello';
@@ -179,7 +139,7 @@ async function startServer(mode: ServerMode, env: Record<string, string>, onSpaw
     await exited;
     clearTimeout(timer);
   };
-  cleanups.push(stop);
+  cleanups.add(stop);
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${mode} server: not listening within 60 s; output:\n${trouble.slice(-20).join('\n')}`)), 60_000);
     void exited.then(() => reject(new Error(`${mode} server exited (code ${proc.exitCode}); output:\n${trouble.slice(-20).join('\n')}`)));
@@ -217,7 +177,6 @@ interface LoadResult {
   endedAt: number;
 }
 
-const percentile = (sorted: Float64Array, q: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!);
 
 async function load(port: number, token: string, connections: number, seconds: number): Promise<LoadResult> {
   let latencies = new Float64Array(1 << 16);
@@ -268,9 +227,9 @@ async function load(port: number, token: string, connections: number, seconds: n
 // --- the run --------------------------------------------------------------------------------------
 try {
   const pgServer = await startPostgres({ mode: 'test' });
-  cleanups.push(() => pgServer.stop());
+  cleanups.add(() => pgServer.stop());
   const redisServer = await startRedis({ mode: 'test' });
-  cleanups.push(() => redisServer.stop());
+  cleanups.add(() => redisServer.stop());
   const dbUrl = (() => {
     const u = new URL(pgServer.url);
     u.pathname = '/bench_sync_events';
@@ -284,7 +243,7 @@ try {
   await migrateDatabase('postgres', dbUrl, log);
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
-  cleanups.push(() => db.end());
+  cleanups.add(() => db.end());
   const seqName = (await db.query<{ s: string }>(`SELECT pg_get_serial_sequence('sync_events', 'seq') AS s`)).rows[0]!.s;
 
   // Process ids for the CPU figures: the postmaster (parent of the checkpointer) and redis-server.
