@@ -30,7 +30,7 @@ export function loadOutboxConfig(env: NodeJS.ProcessEnv = process.env): OutboxCo
   const config: OutboxConfig = {
     // On wherever PostgreSQL is configured, unless turned off.
     enabled: read.bool('OUTBOX_ENABLED', Boolean(read.raw('DATABASE_URL'))),
-    batchSize: read.int('OUTBOX_BATCH_SIZE', 500, 1, 10_000),
+    batchSize: read.int('OUTBOX_BATCH_SIZE', 2000, 1, 10_000),
     pollingIntervalMs: read.int('OUTBOX_POLLING_INTERVAL_MS', 1000, 10, 600_000),
     maxRetryAttempts: read.int('OUTBOX_MAX_RETRY_ATTEMPTS', 5, 0, 30),
     retryBackoffMs: read.int('OUTBOX_RETRY_BACKOFF_MS', 1000, 1, 3_600_000),

@@ -41,7 +41,7 @@ const envInt = (name: string, fallback: number) => {
   if (!Number.isInteger(n) || n < 1) throw new Error(`${name}=${process.env[name]}: expected a positive integer`);
   return n;
 };
-const BATCH = envInt('OUTBOX_BATCH_SIZE', 500);
+const BATCH = envInt('OUTBOX_BATCH_SIZE', 2000);
 const RELAY_CONCURRENCY = envInt('OUTBOX_RELAY_CONCURRENCY', 2);
 const POLLING_MS = envInt('OUTBOX_POLLING_INTERVAL_MS', 100);
 /** Give up on the stragglers after this long without a new event at the consumer. */
