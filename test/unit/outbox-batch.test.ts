@@ -44,7 +44,7 @@ describe('outbox batch eligibility', () => {
 describe('outbox config', () => {
   it('has the seed defaults and a capped exponential backoff', () => {
     const c = loadOutboxConfig({ DATABASE_URL: 'postgres://x/y' });
-    expect(c).toMatchObject({ enabled: true, batchSize: 500, pollingIntervalMs: 1000, maxRetryAttempts: 5, retryBackoffMs: 1000, deadLetterThreshold: 10, deadLetterTopic: 'concord.outbox.dlq' });
+    expect(c).toMatchObject({ enabled: true, batchSize: 2000, pollingIntervalMs: 1000, maxRetryAttempts: 5, retryBackoffMs: 1000, deadLetterThreshold: 10, deadLetterTopic: 'concord.outbox.dlq' });
     expect([1, 2, 3, 6, 7, 20].map((a) => retryDelayMs(c, a))).toEqual([1000, 2000, 4000, 32000, 32000, 32000]);
     expect(loadOutboxConfig({}).enabled).toBe(false);
   });
