@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS concord_dual_write_ops;
