@@ -1,0 +1,146 @@
+import type { SideColumn } from '../../queues/validate.js';
+
+/**
+ * One canonical text per value, computed in SQL on each side so PostgreSQL and DuckDB
+ * produce the SAME string for the same logical value (then the same md5):
+ *
+ * | PostgreSQL type          | canonical text                                   |
+ * |--------------------------|--------------------------------------------------|
+ * | NULL (any type)          | `\N` (a non-NULL text is length-prefixed, so `''` is `0:`) |
+ * | smallint/integer/bigint  | decimal                                          |
+ * | numeric                  | decimal without trailing fractional zeros (`1.50` = `1.5`) |
+ * | real / double precision  | `%.6g` / `%.15g` (PostgreSQL with extra_float_digits=0), NaN/Infinity spelled as PostgreSQL does |
+ * | boolean                  | `t` / `f`                                        |
+ * | timestamp[tz]            | microseconds since the epoch (time zone and display precision drop out) |
+ * | date                     | days since 1970-01-01                            |
+ * | bytea                    | lower-case hex                                   |
+ * | character(n)             | without trailing blanks (PostgreSQL's own char semantics) |
+ * | arrays                   | JSON text                                        |
+ * | everything else          | `length:text` (exact bytes, no collation)        |
+ *
+ * Text is compared byte for byte: collation only matters for key ORDER, and segments
+ * are integer key ranges, so no collation-dependent comparison is ever made.
+ */
+export type Category = 'int' | 'numeric' | 'float4' | 'float8' | 'bool' | 'timestamp' | 'date' | 'bytea' | 'bpchar' | 'array' | 'text';
+
+export function categoryOf(pgType: string): Category {
+  const t = pgType.trim().toLowerCase();
+  if (t.endsWith('[]')) return 'array';
+  if (t === 'smallint' || t === 'integer' || t === 'bigint') return 'int';
+  if (/^numeric(\(|$)/.test(t)) return 'numeric';
+  if (t === 'real') return 'float4';
+  if (t === 'double precision') return 'float8';
+  if (t === 'boolean') return 'bool';
+  if (/^timestamp(\(\d+\))? with(out)? time zone$/.test(t)) return 'timestamp';
+  if (t === 'date') return 'date';
+  if (t === 'bytea') return 'bytea';
+  if (/^character(\(\d+\))?$/.test(t) || t === 'bpchar') return 'bpchar';
+  return 'text';
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+export interface Dialect {
+  name: 'postgres' | 'duckdb';
+  /** Canonical text of column `c` (quoted reference `x`), NULL when the value is NULL. */
+  norm(c: SideColumn, x: string, duckType?: string): string;
+  /** A 60-bit integer from an md5 hex string expression (summed per segment). */
+  hash60(md5Hex: string): string;
+  /** An integer key as BIGINT. */
+  bigint(x: string): string;
+  /** Integer division (DuckDB's `/` is a float division). */
+  intDiv(a: string, b: string): string;
+}
+
+const trimZeros = (s: string) => `CASE WHEN contains(${s}, '.') THEN rtrim(rtrim(${s}, '0'), '.') ELSE ${s} END`;
+const duckFloat = (x: string, digits: number) =>
+  `CASE WHEN isnan(${x}) THEN 'NaN' WHEN isinf(${x}) THEN CASE WHEN ${x} > 0 THEN 'Infinity' ELSE '-Infinity' END ELSE printf('%.${digits}g', ${x}) END`;
+
+export const postgres: Dialect = {
+  name: 'postgres',
+  norm(c, x) {
+    switch (categoryOf(c.pgType)) {
+      case 'int':
+      case 'float4':
+      case 'float8': // extra_float_digits = 0 on the validator's sessions: %.6g / %.15g
+      case 'bpchar': // char(n) → text drops the padding
+        return `${x}::text`;
+      case 'numeric':
+        return `trim_scale(${x})::text`;
+      case 'bool':
+        return `CASE WHEN ${x} THEN 't' ELSE 'f' END`;
+      case 'timestamp':
+        return `CASE WHEN isfinite(${x}) THEN (extract(epoch FROM ${x}) * 1000000)::bigint::text ELSE ${x}::text END`;
+      case 'date':
+        return `CASE WHEN isfinite(${x}) THEN (${x} - DATE '1970-01-01')::text ELSE ${x}::text END`;
+      case 'bytea':
+        return `encode(${x}, 'hex')`;
+      case 'array':
+        return `array_to_json(${x})::text`;
+      case 'text':
+        return `length(${x}::text)::text || ':' || ${x}::text`;
+    }
+  },
+  hash60: (h) => `('x' || substr(${h}, 1, 15))::bit(60)::bigint`,
+  bigint: (x) => `${x}::bigint`,
+  intDiv: (a, b) => `(${a}) / (${b})`,
+};
+
+export const duckdb: Dialect = {
+  name: 'duckdb',
+  norm(c, x, duckType = 'VARCHAR') {
+    const asText = `CAST(${x} AS VARCHAR)`;
+    const isText = duckType.toUpperCase() === 'VARCHAR';
+    switch (categoryOf(c.pgType)) {
+      case 'int':
+        return asText;
+      case 'numeric':
+        return trimZeros(asText);
+      case 'float4':
+        return isText ? x : duckFloat(x, 6);
+      case 'float8':
+        return isText ? x : duckFloat(x, 15);
+      case 'bpchar':
+        return `rtrim(${asText}, ' ')`;
+      case 'bool':
+        return `CASE WHEN ${x} THEN 't' ELSE 'f' END`;
+      case 'timestamp':
+        return isText ? x : `CASE WHEN isfinite(${x}) THEN CAST(epoch_us(${x}) AS VARCHAR) ELSE ${asText} END`;
+      case 'date':
+        return isText ? x : `CASE WHEN isfinite(${x}) THEN CAST(date_diff('day', DATE '1970-01-01', ${x}) AS VARCHAR) ELSE ${asText} END`;
+      case 'bytea':
+        return `lower(hex(${x}))`;
+      case 'array':
+        return `CAST(to_json(${x}) AS VARCHAR)`;
+      case 'text':
+        return `CAST(length(${asText}) AS VARCHAR) || ':' || ${asText}`;
+    }
+  },
+  hash60: (h) => `CAST('0x' || substr(${h}, 1, 15) AS BIGINT)`,
+  bigint: (x) => `CAST(${x} AS BIGINT)`,
+  intDiv: (a, b) => `(${a}) // (${b})`,
+};
+
+/** The row's canonical text: every column's canonical text (or `\N`), joined by `|`. */
+export function rowText(d: Dialect, columns: readonly SideColumn[], duckTypes: Record<string, string> = {}): string {
+  return columns.map((c) => `coalesce(${d.norm(c, quoteIdent(c.name), duckTypes[c.name])}, '\\N')`).join(` || '|' || `);
+}
+
+/** md5 hex of the row's canonical text. */
+export function rowMd5(d: Dialect, columns: readonly SideColumn[], duckTypes: Record<string, string> = {}): string {
+  return `md5(${rowText(d, columns, duckTypes)})`;
+}
+
+/** The DuckDB table that mirrors a PostgreSQL `schema.table` (the dual-writer's naming: `public` → `main`). */
+export function duckTable(pgTable: string): { schema: string; table: string; sql: string } {
+  const [pgSchema, table] = pgTable.split('.') as [string, string];
+  const schema = pgSchema === 'public' ? 'main' : pgSchema;
+  return { schema, table, sql: `${quoteIdent(schema)}.${quoteIdent(table)}` };
+}
+
+export function pgTable(table: string): string {
+  const [schema, name] = table.split('.') as [string, string];
+  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}

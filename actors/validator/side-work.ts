@@ -1,0 +1,136 @@
+import type { DuckDBConnection } from '@duckdb/node-api';
+import type pg from 'pg';
+import { NotFoundError, ValidationError } from '../../runtime/index.js';
+import type { SideColumn, SideWork } from '../../queues/validate.js';
+import { duckdb, duckTable, pgTable, postgres, quoteIdent, rowMd5, type Dialect } from './normalize.js';
+
+/** What one side returns for each op (JSON: it travels back as the job's return value). */
+export interface SideResult {
+  bounds?: { n: string; min: string | null; max: string | null };
+  buckets?: Array<{ b: string; n: string; h: string }>;
+  /** rows/lookup: [key text, md5 of the canonical row]; lookup adds each column's canonical text and raw value. */
+  rows?: Array<[string, string]>;
+  detail?: Array<{ key: string; canonical: Record<string, string | null>; raw: Record<string, unknown> }>;
+  violations?: string;
+  sample?: string[];
+  value?: string | null;
+}
+
+type Cell = string | null;
+type Query = (sql: string, params: unknown[]) => Promise<Cell[][]>;
+
+interface Side {
+  dialect: Dialect;
+  table: string;
+  query: Query;
+  duckTypes: Record<string, string>;
+}
+
+function keyColumn(columns: readonly SideColumn[]): SideColumn {
+  const keys = columns.filter((c) => c.isKey);
+  if (keys.length !== 1) throw new ValidationError('segment work needs a single-column key', [{ field: 'columns', reason: `expected one key column, got ${keys.length}` }]);
+  return keys[0]!;
+}
+
+const need = <T>(v: T | undefined, field: string): T => {
+  if (v === undefined) throw new ValidationError(`side work needs ${field}`, [{ field, reason: 'required for this op' }]);
+  return v;
+};
+
+/** Runs one piece of side work with the given dialect; both sides share this, only SQL spelling differs. */
+async function run(side: Side, w: SideWork): Promise<SideResult> {
+  const { dialect: d, table, query } = side;
+  const key = keyColumn(w.columns);
+  const k = d.bigint(quoteIdent(key.name));
+  const md5 = rowMd5(d, w.columns, side.duckTypes);
+  const keyText = d.norm({ ...key, pgType: 'bigint' }, quoteIdent(key.name));
+  switch (w.op) {
+    case 'bounds': {
+      const [r] = await query(`SELECT CAST(count(*) AS VARCHAR), CAST(min(${k}) AS VARCHAR), CAST(max(${k}) AS VARCHAR) FROM ${table}`, []);
+      return { bounds: { n: r![0]!, min: r![1] ?? null, max: r![2] ?? null } };
+    }
+    case 'checksum': {
+      const rows = await query(
+        `SELECT CAST(b AS VARCHAR), CAST(count(*) AS VARCHAR), CAST(sum(h) AS VARCHAR) FROM (
+           SELECT ${d.intDiv(`${k} - CAST($1 AS BIGINT)`, 'CAST($3 AS BIGINT)')} AS b, ${d.hash60(md5)} AS h
+             FROM ${table} WHERE ${k} >= CAST($1 AS BIGINT) AND ${k} < CAST($2 AS BIGINT)) s GROUP BY b`,
+        [need(w.lo, 'lo'), need(w.hi, 'hi'), need(w.width, 'width')],
+      );
+      return { buckets: rows.map((r) => ({ b: r[0]!, n: r[1]!, h: r[2]! })) };
+    }
+    case 'rows': {
+      const rows = await query(`SELECT ${keyText}, ${md5} FROM ${table} WHERE ${k} >= CAST($1 AS BIGINT) AND ${k} < CAST($2 AS BIGINT)`, [need(w.lo, 'lo'), need(w.hi, 'hi')]);
+      return { rows: rows.map((r) => [r[0]!, r[1]!]) };
+    }
+    case 'lookup': {
+      const keys = need(w.keys, 'keys');
+      if (keys.length === 0) return { rows: [], detail: [] };
+      const canon = w.columns.map((c, i) => `${d.norm(c, quoteIdent(c.name), side.duckTypes[c.name])} AS ${quoteIdent(`n${i}`)}`);
+      const inList = d.name === 'postgres' ? `${k} = ANY($1::bigint[])` : `list_contains(CAST($1 AS BIGINT[]), ${k})`;
+      const rows = await query(`SELECT ${keyText}, ${md5}, ${canon.join(', ')}, CAST(${d.name === 'postgres' ? 'row_to_json(t)' : 'to_json(t)'} AS VARCHAR) FROM ${table} t WHERE ${inList}`, [d.name === 'postgres' ? keys : `[${keys.join(',')}]`]);
+      return {
+        rows: rows.map((r) => [r[0]!, r[1]!]),
+        detail: rows.map((r) => ({
+          key: r[0]!,
+          canonical: Object.fromEntries(w.columns.map((c, i) => [c.name, r[2 + i] ?? null])),
+          raw: JSON.parse(r[2 + w.columns.length] ?? '{}') as Record<string, unknown>,
+        })),
+      };
+    }
+    case 'predicate': {
+      // As a CHECK constraint: a row fails only when the predicate is false (NULL passes).
+      const sql = need(w.sql, 'sql');
+      const [count] = await query(`SELECT CAST(count(*) AS VARCHAR) FROM ${table} WHERE NOT coalesce((${sql}), true)`, []);
+      const sample = await query(`SELECT ${keyText} FROM ${table} WHERE NOT coalesce((${sql}), true) ORDER BY ${k} LIMIT ${w.sample ?? 100}`, []);
+      return { violations: count![0]!, sample: sample.map((r) => r[0]!) };
+    }
+    case 'aggregate': {
+      const [r] = await query(`SELECT CAST((${need(w.sql, 'sql')}) AS VARCHAR) FROM ${table}`, []);
+      return { value: r?.[0] ?? null };
+    }
+    case 'orphans': {
+      const fk = need(w.fk, 'fk');
+      const ref = d.name === 'postgres' ? pgTable(fk.refTable) : duckTable(fk.refTable).sql;
+      const notNull = fk.columns.map((c) => `c.${quoteIdent(c)} IS NOT NULL`).join(' AND ');
+      const on = fk.columns.map((c, i) => `p.${quoteIdent(fk.refColumns[i]!)} = c.${quoteIdent(c)}`).join(' AND ');
+      const where = `${notNull} AND NOT EXISTS (SELECT 1 FROM ${ref} p WHERE ${on})`;
+      const [count] = await query(`SELECT CAST(count(*) AS VARCHAR) FROM ${table} c WHERE ${where}`, []);
+      const ck = d.bigint(`c.${quoteIdent(key.name)}`);
+      const sample = await query(`SELECT CAST(${ck} AS VARCHAR) FROM ${table} c WHERE ${where} ORDER BY ${ck} LIMIT ${w.sample ?? 100}`, []);
+      return { violations: count![0]!, sample: sample.map((r) => r[0]!) };
+    }
+  }
+}
+
+/**
+ * Session settings that make PostgreSQL's float text the `%.15g` / `%.6g` the DuckDB side
+ * prints (extra_float_digits = 0), and keep each statement read-only.
+ */
+export const PG_SESSION_OPTIONS = '-c extra_float_digits=0 -c default_transaction_read_only=on';
+
+const TEXT = { getTypeParser: () => (v: string) => v } as unknown as pg.CustomTypesConfig;
+
+export function pgSideWork(pool: pg.Pool, w: SideWork): Promise<SideResult> {
+  const query: Query = async (sql, params) => (await pool.query<Cell[]>({ text: sql, values: params, rowMode: 'array', types: TEXT })).rows;
+  return run({ dialect: postgres, table: pgTable(w.table), query, duckTypes: {} }, w);
+}
+
+/** The copy's column types (DuckDB spelling), by column name; throws NotFound when the copy is missing. */
+async function duckColumnTypes(conn: DuckDBConnection, table: string): Promise<Record<string, string>> {
+  const t = duckTable(table);
+  const res = await conn.runAndReadAll(`SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = $1 AND table_name = $2`, [t.schema, t.table]);
+  const rows = res.getRows();
+  if (rows.length === 0) throw new NotFoundError(`table ${table} has no copy in DuckDB (${t.sql})`, { table });
+  return Object.fromEntries(rows.map((r) => [String(r[0]), String(r[1])]));
+}
+
+export async function duckSideWork(conn: DuckDBConnection, w: SideWork): Promise<SideResult> {
+  const duckTypes = await duckColumnTypes(conn, w.table);
+  const missing = w.columns.filter((c) => !(c.name in duckTypes)).map((c) => c.name);
+  if (missing.length > 0) throw new NotFoundError(`the DuckDB copy of ${w.table} lacks column(s) ${missing.join(', ')}`, { table: w.table, missing });
+  const query: Query = async (sql, params) => {
+    const res = await conn.runAndReadAll(sql, params as never);
+    return res.getRowsJson().map((r) => r.map((v) => (v === null ? null : typeof v === 'string' ? v : JSON.stringify(v))));
+  };
+  return run({ dialect: duckdb, table: duckTable(w.table).sql, query, duckTypes }, w);
+}
