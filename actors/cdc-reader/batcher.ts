@@ -1,0 +1,125 @@
+import type { CdcChange, CdcRelation } from '../../queues/cdc.js';
+
+/** A batch ready for `cdc.apply`, with what the reader needs to track it. */
+export interface ReadyBatch {
+  changes: CdcChange[];
+  relations: Record<string, CdcRelation>;
+  /** Commit LSN of the last transaction in the batch. */
+  lastLsn: number;
+  /** Commit time of the first transaction in the batch (for lag), Unix ms. */
+  firstCommitMs: number;
+  transactions: number;
+}
+
+/**
+ * Groups decoded changes into batches that end on transaction boundaries.
+ *
+ * - A batch holds at most `maxSize` changes, unless one transaction alone is
+ *   bigger: that transaction becomes one oversized batch. It is never split,
+ *   because every change of a transaction carries its commit LSN, and the applier
+ *   stores that LSN when it commits a batch: a transaction split over two batches
+ *   would be skipped in part after a crash between them.
+ * - When the open transaction would push the batch past `maxSize`, the complete
+ *   transactions before it are handed out and the open one moves to the next batch.
+ * - `flush()` hands out the complete transactions so far (the reader calls it on a
+ *   timer so a quiet stream still delivers promptly); the open transaction stays.
+ */
+export class TxBatcher {
+  private changes: CdcChange[] = [];
+  private relations = new Map<string, CdcRelation>();
+  private txRelations = new Map<string, CdcRelation>();
+  /** Index in `changes` where the open transaction starts; -1 when none is open. */
+  private txStart = -1;
+  private lastLsn = 0;
+  private firstCommitMs = 0;
+  private transactions = 0;
+
+  constructor(
+    private readonly maxSize: number,
+    private readonly emit: (batch: ReadyBatch) => void,
+  ) {
+    if (!Number.isInteger(maxSize) || maxSize < 1) throw new RangeError(`maxSize must be an integer >= 1, got ${maxSize}`);
+  }
+
+  /** Changes held, complete or not. */
+  get size(): number {
+    return this.changes.length;
+  }
+
+  /** Complete transactions held and not yet handed out. */
+  get completeTransactions(): number {
+    return this.transactions;
+  }
+
+  get inTransaction(): boolean {
+    return this.txStart >= 0;
+  }
+
+  begin(): void {
+    if (this.txStart >= 0) throw new Error('begin inside an open transaction');
+    this.txStart = this.changes.length;
+  }
+
+  add(change: CdcChange, table: string, relation: CdcRelation): void {
+    if (this.txStart < 0) throw new Error('change outside a transaction');
+    if (this.txRelations.get(table) !== relation) this.txRelations.set(table, relation);
+    // Cut before the open transaction once it would overflow a batch that already
+    // holds complete transactions.
+    if (this.changes.length >= this.maxSize && this.txStart > 0) this.cutBeforeOpenTransaction();
+    this.changes.push(change);
+  }
+
+  /** Records a relation the open transaction touches without a change of its own (multi-table truncate). */
+  addRelation(table: string, relation: CdcRelation): void {
+    this.txRelations.set(table, relation);
+  }
+
+  /** Ends the open transaction at `commitLsn`; hands out the batch once it is full. */
+  commit(commitLsn: number, commitTimeMs: number): void {
+    if (this.txStart < 0) throw new Error('commit without begin');
+    if (this.changes.length === this.txStart) {
+      // An empty transaction (only other tables, or only messages): nothing to apply.
+      this.txStart = -1;
+      this.txRelations.clear();
+      return;
+    }
+    for (const [t, r] of this.txRelations) this.relations.set(t, r);
+    this.txRelations.clear();
+    if (this.transactions === 0) this.firstCommitMs = commitTimeMs;
+    this.transactions++;
+    this.lastLsn = commitLsn;
+    this.txStart = -1;
+    if (this.changes.length >= this.maxSize) this.flush();
+  }
+
+  /** Hands out the complete transactions held, if any. */
+  flush(): void {
+    if (this.transactions === 0) return;
+    if (this.txStart >= 0) this.cutBeforeOpenTransaction();
+    else {
+      const batch = this.take(this.changes);
+      this.changes = [];
+      this.emit(batch);
+    }
+  }
+
+  private cutBeforeOpenTransaction(): void {
+    const done = this.changes.slice(0, this.txStart);
+    this.changes = this.changes.slice(this.txStart);
+    this.txStart = 0;
+    this.emit(this.take(done));
+  }
+
+  private take(changes: CdcChange[]): ReadyBatch {
+    const batch: ReadyBatch = {
+      changes,
+      relations: Object.fromEntries(this.relations),
+      lastLsn: this.lastLsn,
+      firstCommitMs: this.firstCommitMs,
+      transactions: this.transactions,
+    };
+    this.relations = new Map();
+    this.transactions = 0;
+    return batch;
+  }
+}
