@@ -108,7 +108,9 @@ describe('rx bridge', () => {
     const bound = bridge.options.maxBuffered + bridge.options.batchSize * bridge.options.maxInFlight;
     expect(produced - producedAtPause).toBeLessThanOrEqual(bound);
     const waiting = await q.getWaitingCount();
-    expect(waiting).toBeGreaterThanOrEqual(highWaterMark);
+    // It paused at the high-water mark, or earlier when its own buffer filled first (a slow Redis on
+    // a busy machine); either way it stays paused while the queue is above the low-water mark.
+    expect(waiting).toBeGreaterThan(bridge.options.lowWaterMark);
     expect(waiting).toBeLessThanOrEqual(highWaterMark + bridge.options.maxInFlight + Math.ceil(bridge.options.maxBuffered / bridge.options.batchSize));
     expect(process.memoryUsage().heapUsed - heapAtPause).toBeLessThan(64 * 1024 * 1024);
 
