@@ -1,5 +1,13 @@
 import { ConfigError } from './errors.js';
 
+const TABLE = /^(?:([a-z_][a-z0-9_$]{0,62})\.)?([a-z_][a-z0-9_$]{0,62})$/;
+
+/** `users` → `public.users`; null when not a plain (lower-case, unquoted) identifier. */
+export function qualifiedTable(name: string): string | null {
+  const m = TABLE.exec(name.trim());
+  return m ? `${m[1] ?? 'public'}.${m[2]!}` : null;
+}
+
 type Problem = { variable: string; value: string | undefined; expected: string };
 
 /**
@@ -44,6 +52,22 @@ export class EnvReader {
     if ((values as readonly string[]).includes(raw)) return raw;
     this.problem(name, raw, values.join(' or '));
     return fallback;
+  }
+
+  /**
+   * Comma-separated PostgreSQL table names (`users`, `analytics.events`), each as
+   * `schema.table` (`public` by default), without repeats; undefined when unset.
+   */
+  tables(name: string): string[] | undefined {
+    const raw = this.raw(name);
+    if (raw === undefined) return undefined;
+    const out: string[] = [];
+    for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+      const t = qualifiedTable(part);
+      if (t === null) this.problem(name, raw, `comma-separated table names like users or analytics.events (got ${JSON.stringify(part)})`);
+      else if (!out.includes(t)) out.push(t);
+    }
+    return out;
   }
 
   /** A URL whose scheme is one of `protocols` (e.g. 'postgres:'). */

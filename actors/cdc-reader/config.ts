@@ -1,4 +1,4 @@
-import { EnvReader } from '../../runtime/env-reader.js';
+import { EnvReader, qualifiedTable } from '../../runtime/env-reader.js';
 
 /** The seed's CDCConfiguration, as environment variables, plus the reader's own knobs. */
 export interface CdcConfig {
@@ -26,31 +26,13 @@ export interface CdcConfig {
 }
 
 const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
-const TABLE = /^(?:([a-z_][a-z0-9_$]{0,62})\.)?([a-z_][a-z0-9_$]{0,62})$/;
-
 /** `users` → `public.users`; null when not a plain (lower-case, unquoted) identifier. */
-export function normalizeTable(name: string): string | null {
-  const m = TABLE.exec(name.trim());
-  if (!m) return null;
-  return `${m[1] ?? 'public'}.${m[2]!}`;
-}
-
-function tableList(read: EnvReader, variable: string): string[] {
-  const raw = read.raw(variable);
-  if (raw === undefined) return [];
-  const out: string[] = [];
-  for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const t = normalizeTable(part);
-    if (t === null) read.problem(variable, raw, `comma-separated table names like users or analytics.events (lower-case letters, digits, _; got ${JSON.stringify(part)})`);
-    else if (!out.includes(t)) out.push(t);
-  }
-  return out;
-}
+export const normalizeTable = qualifiedTable;
 
 export function loadCdcConfig(env: NodeJS.ProcessEnv = process.env): CdcConfig {
   const read = new EnvReader(env);
-  const monitored = tableList(read, 'CDC_MONITORED_TABLES');
-  const excluded = tableList(read, 'CDC_EXCLUDED_TABLES');
+  const monitored = read.tables('CDC_MONITORED_TABLES') ?? [];
+  const excluded = read.tables('CDC_EXCLUDED_TABLES') ?? [];
   const slot = read.raw('CDC_REPLICATION_SLOT_NAME') ?? 'concord_cdc';
   if (!IDENT.test(slot)) read.problem('CDC_REPLICATION_SLOT_NAME', slot, 'a slot name: lower-case letters, digits and _, at most 63');
   const publication = read.raw('CDC_PUBLICATION_NAME') ?? `${slot}_pub`;

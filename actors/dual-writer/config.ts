@@ -1,4 +1,4 @@
-import { EnvReader } from '../../runtime/env-reader.js';
+import { EnvReader, qualifiedTable } from '../../runtime/env-reader.js';
 
 export const CONSISTENCY_LEVELS = ['strong', 'eventual', 'weak'] as const;
 export const SYNC_STRATEGIES = ['real_time', 'near_real_time', 'batch', 'recovery', 'hybrid'] as const;
@@ -41,34 +41,16 @@ export interface DualWriterConfig {
 }
 
 const IDENT = /^[a-z_][a-z0-9_$]{0,62}$/;
-const TABLE = /^(?:([a-z_][a-z0-9_$]{0,62})\.)?([a-z_][a-z0-9_$]{0,62})$/;
-
 /** `users` → `public.users`; null when not a plain (lower-case, unquoted) identifier. Same rule as CDC_MONITORED_TABLES. */
-export function normalizeTable(name: string): string | null {
-  const m = TABLE.exec(name.trim());
-  if (!m) return null;
-  return `${m[1] ?? 'public'}.${m[2]!}`;
-}
-
-function tableList(read: EnvReader, variable: string): string[] | undefined {
-  const raw = read.raw(variable);
-  if (raw === undefined) return undefined;
-  const out: string[] = [];
-  for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const t = normalizeTable(part);
-    if (t === null) read.problem(variable, raw, `comma-separated table names like users or analytics.events (got ${JSON.stringify(part)})`);
-    else if (!out.includes(t)) out.push(t);
-  }
-  return out;
-}
+export const normalizeTable = qualifiedTable;
 
 export function loadDualWriterConfig(env: NodeJS.ProcessEnv = process.env): DualWriterConfig {
   const read = new EnvReader(env);
   const hasDb = Boolean(read.raw('DATABASE_URL'));
   const enabled = read.bool('DATA_SYNC_ENABLED', hasDb);
   if (enabled && !hasDb) read.problem('DATABASE_URL', undefined, 'a postgres:// URL: the dual-writer copies PostgreSQL tables');
-  const excluded = tableList(read, 'CDC_EXCLUDED_TABLES') ?? [];
-  const tables = tableList(read, 'DATA_SYNC_TABLES') ?? (tableList(read, 'CDC_MONITORED_TABLES') ?? []).filter((t) => !excluded.includes(t));
+  const excluded = read.tables('CDC_EXCLUDED_TABLES') ?? [];
+  const tables = read.tables('DATA_SYNC_TABLES') ?? (read.tables('CDC_MONITORED_TABLES') ?? []).filter((t) => !excluded.includes(t));
   const updatedAtColumn = read.raw('DATA_SYNC_UPDATED_AT_COLUMN') ?? 'updated_at';
   if (!IDENT.test(updatedAtColumn)) read.problem('DATA_SYNC_UPDATED_AT_COLUMN', updatedAtColumn, 'a column name: lower-case letters, digits and _');
   const config: DualWriterConfig = {
