@@ -53,6 +53,27 @@ export interface CdcApplyBatch {
    * `stream`: changes from the slot, ending on a transaction boundary.
    * `snapshot`: initial copy / backfill rows (op upsert only) that are consistent
    * with the position `lsn` of their changes; see actors/cdc-reader for the rules.
+   *
+   * CONTRACT NOTE (cdc-reader, agreed shape, additive): rules for `snapshot` batches.
+   * - Every change of a snapshot batch carries the batch's `lastLsn`, and several
+   *   snapshot batches share one LSN (the initial snapshot of every table sits at
+   *   the slot's consistent point). So the applier does NOT filter their changes
+   *   one by one with `lsn <= stored`: it applies snapshot batches whole. The reader
+   *   never queues a snapshot batch behind a stream batch of a higher LSN and never
+   *   re-queues a chunk after a restart, so applying them unconditionally is safe;
+   *   whether the applier also stores their `lastLsn` is its choice (the
+   *   dual-writer leaves its stored LSN alone; the reader copes with either).
+   * - The first snapshot batch of a table's initial copy may start with
+   *   `{op: 'truncate', tables: [table]}`: a snapshot interrupted by a crash is redone
+   *   from a new slot, and rows of the old attempt must not survive it.
+   * - Backfill chunks (a table added later) are snapshot batches at the position of
+   *   their high watermark in the stream (DBLog): they come after every stream batch
+   *   below that LSN and before every stream batch above it.
+   * - `relations[t].columns[i].isKey` is the table's PRIMARY KEY (also under
+   *   REPLICA IDENTITY FULL, where pgoutput flags every column).
+   * - A relation that gains columns (ALTER TABLE ADD COLUMN) arrives with the new
+   *   shape in the batch that first uses it: add the missing columns. Dropped or
+   *   renamed columns never arrive: the reader quarantines the table instead.
    */
   kind: 'stream' | 'snapshot';
   /** Commit LSN of the last transaction in the batch (what may be acknowledged once applied). */

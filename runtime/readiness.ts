@@ -40,7 +40,9 @@ export async function checkReadiness(services: RuntimeServices, processes: Proce
 }
 
 export async function checkDuckDb(services: RuntimeServices, processes: ProcessRegistry): Promise<DependencyStatus> {
-  if (services.hasDuckDb() || services.role !== 'api') {
+  // A worker opens DuckDB here only when no lease governs the file or it holds that lease.
+  const mayOpen = services.role !== 'api' && (!services.duckDbLease.governed || services.duckDbLease.held);
+  if (services.hasDuckDb() || mayOpen) {
     const local = await probe('DuckDB', async () => (await services.duckdb()).connection.run('SELECT 1'));
     if (local.ok || services.hasDuckDb()) return local;
   }

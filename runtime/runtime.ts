@@ -83,6 +83,13 @@ export class ConcordRuntime {
         return this.duck;
       },
       hasDuckDb: () => this.duckStatus?.ok === true,
+      duckDbLease: { governed: false, held: false },
+      releaseDuckDb: async () => {
+        const open = this.duck;
+        this.duck = undefined;
+        this.duckStatus = undefined;
+        if (open) await open.then((db) => db.close()).catch(() => undefined);
+      },
     };
     const runsActors = role !== 'api';
     this.supervisor = runsActors

@@ -29,4 +29,13 @@ export interface RuntimeServices {
   duckdb(): Promise<DuckDb>;
   /** Whether this process has DuckDB open. */
   hasDuckDb(): boolean;
+  /**
+   * Set by an actor that decides by lease which process opens the DuckDB file (the
+   * dual-writer): while `governed` and not `held`, this process leaves the file alone
+   * and readiness reads the holder's heartbeat instead (a second opener would fail on,
+   * or worse take, the file lock).
+   */
+  readonly duckDbLease: { governed: boolean; held: boolean };
+  /** Closes this process's DuckDB (a lease holder stepping down), so another process can open the file. */
+  releaseDuckDb(): Promise<void>;
 }

@@ -22,10 +22,20 @@ export interface Child {
 }
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/process.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
 
 /** Starts test/fixtures/process.ts as a real process with its own environment. */
 export function startFixture(scenario: string, env: Record<string, string>): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', FIXTURE, scenario], {
+  return startTs(FIXTURE, [scenario], env);
+}
+
+/** Starts the real CLI (`concord <args>`), e.g. `start --role worker`, as a process of its own. */
+export function startConcord(args: readonly string[], env: Record<string, string>): Child {
+  return startTs(CLI, args, env);
+}
+
+function startTs(script: string, args: readonly string[], env: Record<string, string>): Child {
+  const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', AUTH_MODE: 'none', LOG_LEVEL: 'info', DUCKDB_DATABASE_PATH: ':memory:', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
