@@ -1,6 +1,7 @@
 /**
  * CDC end to end: PostgreSQL → replication slot → cdc-reader → `cdc.apply` (Redis)
- * → dual-writer → DuckDB, in one worker process (test/fixtures/process.ts `cdc-e2e`),
+ * → dual-writer → DuckDB, the reader in a worker process and the DuckDB writer in a
+ * process of its own as deployed (test/fixtures/process.ts `cdc` and `duckdb-writer`),
  * against its own embedded PostgreSQL and Redis.
  *
  * 1. 1,000,000 row changes (inserts, updates, deletes; transactions of 1..1000 rows)
@@ -11,7 +12,7 @@
  *    WAL (read with the reader's decoder and discard) is the ceiling.
  * 3. Lag under a steady offered load of 20,000 changes/s: per transaction, from its
  *    commit to the applier publishing an LSN at or past it; p50 / p99.
- * 4. Peak RSS (VmHWM) of the worker process; the copy is then compared with the
+ * 4. Peak RSS (VmHWM) of each process (the figure is the larger); the copy is then compared with the
  *    source (count and sums).
  * BENCH_SCALE scales the change count and the load duration.
  */
@@ -47,6 +48,7 @@ const redisServer = await startRedis({ mode: 'test' });
 const dir = mkdtempSync(join(tmpdir(), 'concord-bench-cdc-'));
 const duckPath = join(dir, 'copy.duckdb');
 let child: Child | undefined;
+let writer: Child | undefined;
 const redis = new Redis(redisServer.url);
 const db = new pg.Pool({ connectionString: pgServer.url, max: 4 });
 db.on('error', () => undefined); // the server stops at the end while idle clients remain
@@ -124,11 +126,14 @@ try {
   await child.exited;
   await db.query(`SELECT pg_drop_replication_slot('bench_reader_only')`);
 
-  // 3. End to end catch-up.
+  // 3. End to end catch-up, in the deployment topology: the reader in a worker process, the
+  // DuckDB writer in a process of its own (k8s: the duckdb-writer StatefulSet), so their
+  // JavaScript runs on separate cores.
   const startedAt = Date.now();
-  child = startFixture('cdc-e2e', env);
+  child = startFixture('cdc', env);
+  writer = startFixture('duckdb-writer', env);
   // Timed from the moment both actors are up: the reader streaming and the applier holding DuckDB.
-  await Promise.all([streaming(child), child.waitFor((l) => l.msg === 'dual-writer holds DuckDB', 120_000)]);
+  await Promise.all([streaming(child), writer.waitFor((l) => l.msg === 'dual-writer holds DuckDB', 120_000)]);
   const streamAt = Date.now();
   const catchUpBy = Date.now() + Number(process.env.BENCH_CDC_CATCHUP_TIMEOUT_MS ?? 600_000);
   while (compareLsn(await applied(), lastPre) < 0) {
@@ -168,13 +173,16 @@ try {
   clearInterval(poller);
   lags.sort((a, b) => a - b);
 
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1];
-  const peakRssMb = hwm ? Number(hwm) / 1024 : NaN;
+  const hwmOf = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+  const readerRssMb = hwmOf(child.pid);
+  const writerRssMb = hwmOf(writer.pid);
+  const peakRssMb = Math.max(readerRssMb, writerRssMb);
 
   // 5. The copy against the source.
-  child.kill('SIGTERM');
-  await child.exited;
+  for (const c of [child, writer]) c.kill('SIGTERM');
+  await Promise.all([child.exited, writer.exited]);
   child = undefined;
+  writer = undefined;
   const src = (await db.query<{ n: string; ids: string; amount: string }>(`SELECT count(*)::text AS n, coalesce(sum(id), 0)::text AS ids, coalesce(sum(amount), 0)::text AS amount FROM ${BENCH_TABLE}`)).rows[0]!;
   const duck = await DuckDBInstance.create(duckPath);
   const conn = await duck.connect();
@@ -192,7 +200,7 @@ try {
     { measure: 'bare slot decode (ceiling, baseline)', changes: N, seconds: round(decodeSeconds, 2), 'changes/s': round(ceiling) },
     { measure: `lag at ${round(offeredRate)} changes/s offered`, changes: offered, seconds: LOAD_SECONDS, 'changes/s': `p50 ${round(percentile(lags, 50))} ms, p99 ${round(percentile(lags, 99))} ms` },
   ]);
-  console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; worker peak RSS ${round(peakRssMb)} MB (reader-only process ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
+  console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; peak RSS: reader process ${round(readerRssMb)} MB, DuckDB writer process ${round(writerRssMb)} MB (reader-only pass ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
   console.log(
     JSON.stringify({
       bench: 'cdc',
@@ -216,6 +224,7 @@ try {
   process.exitCode = 1;
 } finally {
   child?.kill('SIGKILL');
+  writer?.kill('SIGKILL');
   client?.release();
   await db.end().catch(() => undefined);
   redis.disconnect();
