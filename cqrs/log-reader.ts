@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { EVENT_COLUMNS, rowToEvent, type EventRow } from './rows.js';
+import { BATCH_FIELDS, batchRowToEvent, type BatchRow } from './rows.js';
 import type { Upcasters } from './upcasters.js';
 import type { StoredEvent } from './types.js';
 
@@ -52,12 +52,28 @@ export class LogReader {
     return { safe: this.safe, head: this.head };
   }
 
-  /** Events in (after, upTo], by position, at most `limit`, upcast. */
+  /**
+   * Events in (after, upTo], by position, at most `limit`, upcast.
+   *
+   * The bound `upTo` is applied outside the LIMIT. With both bounds inside, the
+   * plan depended on statistics: on a log written faster than autovacuum
+   * analyzes it, the planner estimated few rows for the two-sided range and
+   * scanned and sorted the whole (after, upTo] range for every batch
+   * (quadratic over a catch-up). One-sided, it walks the primary key and stops
+   * after `limit` rows. The result is the same: the first `limit` events after
+   * `after`, those above `upTo` dropped, so a short batch still means every
+   * event up to `upTo` was read.
+   *
+   * The batch comes back as one JSON document parsed once, rather than as rows
+   * whose columns the driver parses one by one (`created_at` travels as epoch
+   * milliseconds, the precision the driver's Date had).
+   */
   static async read(db: Queryable, after: number, upTo: number, limit: number, upcasters: Upcasters): Promise<StoredEvent[]> {
-    const { rows } = await db.query<EventRow>(
-      `SELECT ${EVENT_COLUMNS} FROM concord_events e WHERE position > $1 AND position <= $2 ORDER BY e.position LIMIT $3`,
+    const { rows } = await db.query<{ batch: string }>(
+      `SELECT coalesce(json_agg(json_build_array(${BATCH_FIELDS}) ORDER BY e.position), '[]')::text AS batch
+         FROM (SELECT * FROM concord_events WHERE position > $1 ORDER BY position LIMIT $3) e WHERE e.position <= $2`,
       [after, upTo, limit],
     );
-    return rows.map((r) => upcasters.upcast(rowToEvent(r)));
+    return (JSON.parse(rows[0]!.batch) as BatchRow[]).map((r) => upcasters.upcast(batchRowToEvent(r)));
   }
 }

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import {
-  CommandBus, EventIdConflictError, EventStore, HandlerNotFoundError, QueryBus, QueryCache, Upcasters, WrongExpectedVersionError, useInlineProjection,
+  CommandBus, EventIdConflictError, EventStore, HandlerNotFoundError, LogReader, QueryBus, QueryCache, Upcasters, WrongExpectedVersionError, useInlineProjection,
 } from '../../cqrs/index.js';
 import { AddItemCommand, CreateOrderCommand, Order, PayOrderCommand, registerOrderCommands, registerOrderUpcasters } from '../../cqrs/example/order.js';
 import { GetOrderSummaryQuery, orderSummaryProjection, orderSummaryQueryHandler } from '../../cqrs/example/order-summary.js';
@@ -124,7 +124,7 @@ describe('event store', () => {
   it('upcasts item_added v1 into v2 on read; the log keeps v1', async () => {
     const id = randomUUID();
     await store.append(`order-${id}`, [
-      { type: 'order_created', data: { order_id: id, customer_id: 'c' } },
+      { type: 'order_created', data: { order_id: id, customer_id: 'c' }, metadata: { command_id: 'k1', n: 12345678901 } },
       { type: 'item_added', schemaVersion: 1, data: { sku: 'old', qty: 2, price: 12.5 } },
     ]);
     const events = await store.readStream(`order-${id}`);
@@ -133,6 +133,10 @@ describe('event store', () => {
     expect(order.state.totalCents).toBe(2500);
     const raw = (await db.query(`SELECT schema_version, data FROM concord_events WHERE stream_id = $1 AND version = 2`, [`order-${id}`])).rows[0];
     expect(raw).toEqual({ schema_version: 1, data: { sku: 'old', qty: 2, price: 12.5 } });
+    // The global log reader (async projections) decodes the same events, upcast, with the same times and metadata.
+    const first = events[0]!.position;
+    const fromLog = await LogReader.read(db, first - 1, first + 1_000, 2, store.upcasters);
+    expect(fromLog.filter((e) => e.streamId === `order-${id}`)).toEqual(events);
   });
 
   it('beforeCommit: outbox rows commit with the events, and roll back with them', async () => {

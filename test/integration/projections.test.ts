@@ -205,7 +205,8 @@ describe('projections', () => {
     await eventually(async () => (await queries.execute<{ item_count: number }>(new GetOrderSummaryQuery(ids[1]!))).item_count === before.item_count + 2, 10_000, 25, 'fresh summary after the projection invalidated it');
 
     await requestRebuild(db, 'osum');
-    await eventually(async () => (await status('osum'))?.rebuild.startedAt, 10_000, 25, 'rebuild started');
+    // startedAt is null until the runner takes the request; eventually() counts only undefined and false as not yet.
+    await eventually(async () => (await status('osum'))?.rebuild.startedAt ?? undefined, 10_000, 25, 'rebuild started');
     await caughtUp('osum', 'rebuild done');
     const rebuilt = (await db.query('SELECT * FROM osum ORDER BY order_id')).rows.map(({ updated_at: _u, ...r }) => r);
     const liveNow = live.map((r) => (r.order_id === ids[1] ? { ...r, item_count: r.item_count + 2, total_cents: String(Number(r.total_cents) + 200), last_position: rebuilt.find((x) => x.order_id === ids[1])!.last_position } : r));
