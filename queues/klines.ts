@@ -75,6 +75,46 @@ export const klinesIngestQueue = defineQueue<KlinesIngestJob>({
   jobOptions: { attempts: 10, backoff: { type: 'exponential', delay: 500, jitter: 0.5 }, removeOnComplete: { count: 10, age: 300 } },
 });
 
+/** Most ingest lanes (KLINES_INGEST_LANES). */
+export const MAX_INGEST_LANES = 32;
+const laneQueues = new Map<number, typeof klinesIngestQueue>([[0, klinesIngestQueue]]);
+
+/**
+ * The queue of ingest lane `lane`: lane 0 is `klines.ingest` itself (so a single-lane setup,
+ * older producers and the DLQ of rejected messages keep their queue), lane i is `klines.ingest.<i>`.
+ * Each lane is stored one batch at a time; a symbol always goes to the same lane.
+ */
+export function klinesIngestLane(lane: number): typeof klinesIngestQueue {
+  let def = laneQueues.get(lane);
+  if (!def) laneQueues.set(lane, (def = defineQueue<KlinesIngestJob>({ ...klinesIngestQueue, name: `${klinesIngestQueue.name}.${lane}` })));
+  return def;
+}
+
+/** The queues of `lanes` ingest lanes, lane 0 first. */
+export function klinesIngestLanes(lanes: number): Array<typeof klinesIngestQueue> {
+  return Array.from({ length: lanes }, (_, i) => klinesIngestLane(i));
+}
+
+/** The lane of a symbol: FNV-1a of its name modulo the lane count (stable across processes). */
+export function ingestLaneOf(symbol: string, lanes: number): number {
+  if (lanes <= 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < symbol.length; i++) h = Math.imul(h ^ symbol.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % lanes;
+}
+
+/** Klines split by lane, each list in arrival order (so per symbol, order is kept). */
+export function splitByLane<K extends { s: string }>(klines: readonly K[], lanes: number): Map<number, K[]> {
+  const out = new Map<number, K[]>();
+  for (const k of klines) {
+    const lane = ingestLaneOf(k.s, lanes);
+    let list = out.get(lane);
+    if (!list) out.set(lane, (list = []));
+    list.push(k);
+  }
+  return out;
+}
+
 /** What subscribers receive on pub/sub, and what the missed API returns per kline. */
 export interface SequencedKline {
   seq: number;

@@ -1,5 +1,5 @@
 import { EnvReader } from '../../runtime/env-reader.js';
-import type { StreamMode } from '../../queues/index.js';
+import { MAX_INGEST_LANES, type StreamMode } from '../../queues/index.js';
 
 export interface SequenceConfig {
   enabled: boolean;
@@ -19,6 +19,12 @@ export interface SequenceConfig {
   channelPrefix: string;
   /** How long the consumer waits for a batch to be stored before Kafka redelivers it. @defaultValue 120000 (ms) */
   ingestWaitMs: number;
+  /**
+   * Ingest lanes: queues klines.ingest (lane 0) and klines.ingest.<i>, each stored one batch at
+   * a time, a symbol always in the same lane. Must be the same in every process; 1 in global mode.
+   * @defaultValue 1
+   */
+  lanes: number;
 }
 
 export function loadSequenceConfig(env: NodeJS.ProcessEnv = process.env): SequenceConfig {
@@ -36,9 +42,15 @@ export function loadSequenceConfig(env: NodeJS.ProcessEnv = process.env): Sequen
   const channelPrefix = read.raw('KLINES_CHANNEL_PREFIX') ?? 'market:klines:';
   if (channelPrefix.length > 100) read.problem('KLINES_CHANNEL_PREFIX', channelPrefix, 'at most 100 characters');
   const reserveSize = read.int('SEQUENCE_RESERVE_SIZE', 10_000, 1, 1_000_000);
+  const mode = read.oneOf('SEQUENCE_STREAM_MODE', ['symbol', 'global'] as const, 'symbol');
+  // Default 1: on the 2-core benchmark machine, 2 lanes cost more CPU per kline than they gained (README).
+  const lanes = read.int('KLINES_INGEST_LANES', 1, 1, MAX_INGEST_LANES);
+  // One stream for every symbol: batches in two lanes would stamp it in parallel, out of stored order.
+  if (mode === 'global' && lanes > 1) read.problem('KLINES_INGEST_LANES', String(lanes), '1 in global mode (one stream, one lane)');
   const config: SequenceConfig = {
     enabled,
-    mode: read.oneOf('SEQUENCE_STREAM_MODE', ['symbol', 'global'] as const, 'symbol'),
+    mode,
+    lanes,
     reserveSize,
     blockSize: read.int('SEQUENCE_BLOCK_SIZE', Math.min(1000, reserveSize), 1, reserveSize),
     kafkaEnabled,

@@ -1,4 +1,4 @@
-import { klinesIngestQueue } from '../../queues/index.js';
+import { klinesIngestLanes, klinesIngestQueue } from '../../queues/index.js';
 import type { CapabilityExtension } from '../../runtime/index.js';
 import type { ActorFactory } from '../factory.js';
 import { loadSequenceConfig, type SequenceConfig } from './config.js';
@@ -16,7 +16,14 @@ export function sequenceAllocatorFactory(env: NodeJS.ProcessEnv = process.env): 
   const cfg = () => (config ??= loadSequenceConfig(env));
   return {
     name: SEQUENCE_ALLOCATOR,
-    queues: [klinesIngestQueue],
+    // Every lane's queue (registry, DLQ, metrics); lane 0 alone if the configuration is bad (start reports it).
+    get queues() {
+      try {
+        return klinesIngestLanes(cfg().lanes);
+      } catch {
+        return [klinesIngestQueue];
+      }
+    },
     enabled: () => cfg().enabled,
     create: () => sequenceAllocatorActor(cfg()),
     config: cfg,

@@ -24,11 +24,11 @@ export interface IngestDeps {
 const TS = `'epoch'::timestamptz + k.t * interval '1 millisecond'`;
 
 /**
- * Stamps, stores and publishes one batch. Runs one batch at a time across all workers
- * (the queue's global concurrency is 1), so per stream the numbers are stamped, stored
- * and published in one order. Idempotent on (symbol, time): a kline already stored keeps
- * its first sequence and is neither stored nor published again, so a retried or
- * redelivered batch changes nothing. Numbers allocated for a batch that then fails are
+ * Stamps, stores and publishes one batch. Runs one batch at a time per ingest lane across
+ * all workers (each lane queue's global concurrency is 1) and a stream lives in one lane,
+ * so per stream the numbers are stamped, stored and published in one order. Idempotent on
+ * (symbol, time): a kline already stored keeps its first sequence and is neither stored
+ * nor published again, so a retried or redelivered batch changes nothing. Numbers allocated for a batch that then fails are
  * never used; the next batch records them in sequence_skips.
  */
 export async function ingestBatch(deps: IngestDeps, klines: readonly Kline[]): Promise<IngestResult> {
@@ -87,13 +87,31 @@ export async function ingestBatch(deps: IngestDeps, klines: readonly Kline[]): P
   return { received: klines.length, stored: stamped.length, duplicates: klines.length - stamped.length, unpublished, skipped };
 }
 
+/*
+ * Array parameters as PostgreSQL array literals, built here: node-postgres quotes and
+ * regex-escapes every element (about ten per kline), work this path does not need. Safe
+ * because the values are validated: finite numbers (String() gives digits or exponent form,
+ * both valid float8/bigint input) and symbols matching SYMBOL (no quote, backslash, comma
+ * or space; quoted anyway so that a symbol spelled NULL stays a string).
+ */
+function numberArray(values: readonly number[]): string {
+  return `{${values.join(',')}}`;
+}
+
+function symbolArray(values: readonly string[]): string {
+  if (values.length === 0) return '{}';
+  // One scan instead of one per element: a quote or backslash would break out of the literal.
+  if (/["\\]/.test(values.join(''))) throw new TypeError('symbol with a quote or backslash (not a validated kline)');
+  return `{"${values.join('","')}"}`;
+}
+
 /** The klines whose (symbol, time) is not stored yet, in their order. */
 async function notStored(client: pg.PoolClient, klines: Kline[]): Promise<Kline[]> {
   if (klines.length === 0) return [];
   const { rows } = await client.query<{ i: string }>(
     `SELECT k.i FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS k(t, s, i)
        JOIN market_klines m ON m.time = ${TS} AND m.symbol = k.s`,
-    [klines.map((k) => k.t), klines.map((k) => k.s)],
+    [numberArray(klines.map((k) => k.t)), symbolArray(klines.map((k) => k.s))],
   );
   if (rows.length === 0) return klines;
   const stored = new Set(rows.map((r) => Number(r.i) - 1));
@@ -105,7 +123,7 @@ async function notStored(client: pg.PoolClient, klines: Kline[]): Promise<Kline[
  * were (the common case: this path is the only writer, and it checked just before).
  */
 async function insertKlines(client: pg.PoolClient, klines: Array<Kline & { seq: number }>): Promise<Set<string> | undefined> {
-  const col = <K extends keyof (Kline & { seq: number })>(key: K) => klines.map((k) => k[key]);
+  const col = (key: Exclude<keyof (Kline & { seq: number }), 's'>) => numberArray(klines.map((k) => k[key]));
   const res = await client.query(
     `INSERT INTO market_klines (time, symbol, open, high, low, close, volume, sequence, close_time)
      SELECT ${TS}, k.s, k.o, k.h, k.l, k.c, k.v, k.seq, 'epoch'::timestamptz + k.ct * interval '1 millisecond'
@@ -113,14 +131,14 @@ async function insertKlines(client: pg.PoolClient, klines: Array<Kline & { seq: 
             WITH ORDINALITY AS k(t, s, o, h, l, c, v, seq, ct, i)
       ORDER BY k.i
      ON CONFLICT (time, symbol) DO NOTHING`,
-    [col('t'), col('s'), col('o'), col('h'), col('l'), col('c'), col('v'), col('seq'), col('T')],
+    [col('t'), symbolArray(klines.map((k) => k.s)), col('o'), col('h'), col('l'), col('c'), col('v'), col('seq'), col('T')],
   );
   if (res.rowCount === klines.length) return undefined;
   // Someone else stored some of them meanwhile: find ours by their sequence.
   const { rows } = await client.query<{ s: string; t: string }>(
     `SELECT m.symbol AS s, (extract(epoch FROM m.time) * 1000)::bigint::text AS t
        FROM unnest($1::text[], $2::bigint[]) AS k(s, seq) JOIN market_klines m ON m.symbol = k.s AND m.sequence = k.seq`,
-    [col('s'), col('seq')],
+    [symbolArray(klines.map((k) => k.s)), col('seq')],
   );
   return new Set(rows.map((r) => `${r.s}\u0000${r.t}`));
 }
@@ -165,6 +183,14 @@ export function sequenced(k: Kline & { seq: number }): SequencedKline {
   return { seq, symbol: k.s, timestamp: k.t, kline };
 }
 
+/**
+ * JSON.stringify(sequenced(k)), written out: the same text (numbers are finite, so their JSON
+ * is String(n); symbols match SYMBOL, so they need no escaping) at a fraction of the CPU.
+ */
+export function sequencedJson(k: Kline & { seq: number }): string {
+  return `{"seq":${k.seq},"symbol":"${k.s}","timestamp":${k.t},"kline":{"t":${k.t},"T":${k.T},"s":"${k.s}","o":${k.o},"h":${k.h},"l":${k.l},"c":${k.c},"v":${k.v}}}`;
+}
+
 /** Messages per publish script call. */
 const PUBLISH_CHUNK = 1000;
 /** Publishes many messages in one call: far less client work than one PUBLISH command each. */
@@ -175,7 +201,8 @@ async function publish(deps: IngestDeps, klines: Array<Kline & { seq: number }>)
   let unpublished = 0;
   for (let i = 0; i < klines.length; i += PUBLISH_CHUNK) {
     const chunk = klines.slice(i, i + PUBLISH_CHUNK);
-    const args = chunk.flatMap((k) => [klineChannel(deps.channelPrefix, k.s), JSON.stringify(sequenced(k))]);
+    const args: string[] = [];
+    for (const k of chunk) args.push(klineChannel(deps.channelPrefix, k.s), sequencedJson(k));
     try {
       await deps.redis.eval(PUBLISH_MANY, 0, ...args);
     } catch {

@@ -1,6 +1,6 @@
 import type { Job, Queue, QueueEvents } from 'bullmq';
 import { Kafka, logLevel, type Consumer, type KafkaMessage } from 'kafkajs';
-import { klineOf, klineSchema, MAX_KLINES_PER_JOB, type Kline, type KlinesIngestJob } from '../../queues/index.js';
+import { klineOf, klineSchema, splitByLane, MAX_KLINES_PER_JOB, type Kline, type KlinesIngestJob } from '../../queues/index.js';
 import { backoffDelay, errorMessage, type Logger } from '../../runtime/index.js';
 import { zodIssues } from '../../runtime/validation.js';
 
@@ -8,10 +8,10 @@ export interface KafkaSourceOptions {
   brokers: string[];
   topic: string;
   groupId: string;
-  queue: Queue;
+  /** The ingest lanes, lane 0 first: a kline goes to the lane of its symbol (ingestLaneOf). */
+  lanes: ReadonlyArray<{ queue: Queue; events: QueueEvents }>;
   /** The DLQ of klines.ingest: where messages that are not klines go, with the reason. */
   dlq: Queue;
-  queueEvents: QueueEvents;
   waitMs: number;
   log: Logger;
   onRejected(count: number): void;
@@ -42,7 +42,7 @@ export function parseKlineMessage(value: Buffer | string | null): { ok: true; kl
 
 /**
  * Consumes the market_data topic in batches: each Kafka batch becomes one or a few
- * klines.ingest jobs, and the batch's offset is committed only once those jobs finished,
+ * ingest jobs (per lane of its symbols), and the batch's offset is committed only once those jobs finished,
  * i.e. their klines are in PostgreSQL (DESIGN rule 3). A crash anywhere before that means
  * redelivery, which the ingest path ignores (idempotent on symbol and time). Up to IN_FLIGHT
  * batches of a partition are enqueued ahead, so parsing overlaps with storing.
@@ -58,7 +58,7 @@ export function startKafkaSource(opts: KafkaSourceOptions): { stop(): Promise<vo
   const inFlight = new Map<string, Array<Promise<void>>>();
 
   /** Parses a Kafka batch, dead-letters what is not a kline, enqueues the rest; returns the jobs. */
-  async function enqueueBatch(topic: string, partition: number, messages: KafkaMessage[]): Promise<Job[]> {
+  async function enqueueBatch(topic: string, partition: number, messages: KafkaMessage[]): Promise<Array<{ job: Job; events: QueueEvents }>> {
     const klines: Kline[] = [];
     const rejected: Rejected[] = [];
     for (const m of messages) {
@@ -69,19 +69,24 @@ export function startKafkaSource(opts: KafkaSourceOptions): { stop(): Promise<vo
     if (rejected.length > 0) await deadLetter(topic, partition, rejected);
     const first = messages[0]!.offset;
     const last = messages[messages.length - 1]!.offset;
-    const jobs: Job[] = [];
-    for (let i = 0; i * MAX_KLINES_PER_JOB < klines.length; i++) {
-      const data: KlinesIngestJob = { source: 'kafka', klines: klines.slice(i * MAX_KLINES_PER_JOB, (i + 1) * MAX_KLINES_PER_JOB) };
-      // Same messages, same id: a batch re-read before its job was removed is not added twice.
-      jobs.push(await opts.queue.add('kafka', data, { jobId: `kafka-${topic}-${partition}-${first}-${last}-${i}` }));
+    const jobs: Array<{ job: Job; events: QueueEvents }> = [];
+    // Per lane in arrival order: per symbol the order is kept, and lanes store side by side.
+    for (const [lane, list] of splitByLane(klines, opts.lanes.length)) {
+      const { queue, events } = opts.lanes[lane]!;
+      for (let i = 0; i * MAX_KLINES_PER_JOB < list.length; i++) {
+        const data: KlinesIngestJob = { source: 'kafka', klines: list.slice(i * MAX_KLINES_PER_JOB, (i + 1) * MAX_KLINES_PER_JOB) };
+        // Same messages, same id: a batch re-read before its job was removed is not added twice.
+        const job = await queue.add('kafka', data, { jobId: `kafka-${topic}-${partition}-${first}-${last}-${i}` });
+        jobs.push({ job, events });
+      }
     }
     return jobs;
   }
 
   /** Resolves once the job finished; rejects only when it may not have (Kafka must deliver again). */
-  async function finished(job: Job): Promise<void> {
+  async function finished({ job, events }: { job: Job; events: QueueEvents }): Promise<void> {
     try {
-      await job.waitUntilFinished(opts.queueEvents, opts.waitMs);
+      await job.waitUntilFinished(events, opts.waitMs);
     } catch (err) {
       const msg = errorMessage(err);
       // Not finished in time (Redis lost it, workers down): let Kafka deliver the batch again.
@@ -98,7 +103,7 @@ export function startKafkaSource(opts: KafkaSourceOptions): { stop(): Promise<vo
       rejected.map((r) => ({
         name: 'rejected',
         data: {
-          queue: opts.queue.name,
+          queue: opts.lanes[0]!.queue.name,
           jobId: `kafka-${topic}-${partition}-${r.offset}`,
           name: 'rejected',
           data: { source: 'kafka', topic, partition, offset: r.offset, value: r.value },
@@ -135,7 +140,7 @@ export function startKafkaSource(opts: KafkaSourceOptions): { stop(): Promise<vo
         await consumer.run({
           autoCommit: false,
           eachBatchAutoResolve: false,
-          // Partitions in parallel: their jobs queue up while the single ingest worker stores.
+          // Partitions in parallel: their jobs queue up while each lane stores one batch at a time.
           partitionsConsumedConcurrently: 4,
           eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
             if (batch.messages.length === 0 || !isRunning() || isStale()) return;

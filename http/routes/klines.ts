@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { ConcordRuntime } from '../../runtime/index.js';
 import { DependencyError, ValidationError } from '../../runtime/index.js';
-import { klineSchema, klinesIngestQueue, streamPosition, SYMBOL, type StreamMode } from '../../queues/index.js';
+import { klineSchema, klinesIngestLane, splitByLane, streamPosition, SYMBOL, type StreamMode } from '../../queues/index.js';
 import { parseInput, type RouteSpec } from '../route.js';
 import { gapReport, missedKlines } from './klines-read.js';
 
@@ -54,7 +54,9 @@ const klineJson = {
 };
 
 /** Sequence numbers, the missed-data API and the gap report (seed paths kept as users know them). */
-export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode }): RouteSpec[] {
+/** `lanes`: KLINES_INGEST_LANES, the same as the workers' (a kline goes to its symbol's lane). */
+export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode; lanes?: number }): RouteSpec[] {
+  const lanes = opts.lanes ?? 1;
   const db = () => runtime.services.pg();
   return [
     {
@@ -114,7 +116,7 @@ export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode }
       params: [{ name: 'wait', in: 'query', description: 'true: answer once stored (up to 10 s) with the counts', schema: { type: 'boolean' } }],
       requestBody: { oneOf: [klineJson, { type: 'array', items: klineJson, maxItems: MAX_POST_KLINES }, { type: 'object', properties: { klines: { type: 'array', items: klineJson } } }] },
       responses: {
-        202: '`{ accepted, jobId }`: queued',
+        202: '`{ accepted, jobId, jobIds }`: queued (one job per ingest lane the symbols fall in; jobId is the first)',
         200: 'With wait=true: `{ accepted, jobId, received, stored, duplicates }`',
         400: 'A kline field that is missing or wrong (named, e.g. body.klines.3.h), or too many klines',
         503: 'Not stored within 10 s (wait=true); the klines stay queued',
@@ -126,25 +128,34 @@ export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode }
         if (!Array.isArray(list) || list.length === 0) throw new ValidationError('invalid body', [{ field: 'klines', reason: 'one kline, an array of klines or {klines: [...]}, not empty' }]);
         if (list.length > MAX_POST_KLINES) throw new ValidationError('invalid body', [{ field: 'klines', reason: `${list.length} klines; at most ${MAX_POST_KLINES} per request` }]);
         const klines = parseInput(z.object({ klines: z.array(klineSchema) }), { klines: list }, 'body');
-        const queue = runtime.services.queues.queue(klinesIngestQueue.name);
-        const job = await queue.add('http', { source: 'http', klines: klines.klines });
+        const added = await Promise.all(
+          [...splitByLane(klines.klines, lanes)].map(async ([lane, part]) => {
+            const queue = runtime.services.queues.queue(klinesIngestLane(lane).name);
+            return { queue, job: await queue.add('http', { source: 'http', klines: part }) };
+          }),
+        );
+        const ids = { jobId: added[0]!.job.id, jobIds: added.map((a) => a.job.id) };
         if (wait !== 'true') {
           ctx.status = 202;
-          ctx.body = { accepted: list.length, jobId: job.id };
+          ctx.body = { accepted: list.length, ...ids };
           return;
         }
         const deadline = Date.now() + WAIT_MS;
-        for (;;) {
-          const state = await job.getState();
-          if (state === 'completed' || state === 'unknown') {
-            const done = await queue.getJob(job.id!);
-            ctx.body = { accepted: list.length, jobId: job.id, ...(done?.returnvalue as object | undefined) };
-            return;
+        const totals: Record<string, number> = {};
+        for (const { queue, job } of added) {
+          for (;;) {
+            const state = await job.getState();
+            if (state === 'completed' || state === 'unknown') {
+              const done = await queue.getJob(job.id!);
+              for (const [key, n] of Object.entries((done?.returnvalue ?? {}) as Record<string, number>)) totals[key] = (totals[key] ?? 0) + n;
+              break;
+            }
+            if (state === 'failed') throw new DependencyError(`the batch failed; it is in the ${queue.name} DLQ`, { jobId: job.id });
+            if (Date.now() > deadline) throw new DependencyError(`not stored within ${WAIT_MS} ms; the klines stay queued`, { jobId: job.id });
+            await new Promise((r) => setTimeout(r, 20));
           }
-          if (state === 'failed') throw new DependencyError('the batch failed; it is in the klines.ingest DLQ', { jobId: job.id });
-          if (Date.now() > deadline) throw new DependencyError(`not stored within ${WAIT_MS} ms; the klines stay queued`, { jobId: job.id });
-          await new Promise((r) => setTimeout(r, 20));
         }
+        ctx.body = { accepted: list.length, ...ids, ...totals };
       },
     },
   ];

@@ -6,6 +6,10 @@
  *     SEQUENCES_BENCH_WORKERS (default 2) worker processes (the real actor) consume it; timed from
  *     the first stored row to the last.
  *     Baseline: the same rows inserted straight into a scratch table, 5,000 per statement.
+ *     CPU per kline by part (workers, postgres, redis, kafka, this process) and for the whole
+ *     machine (other users of the machine included) over the timed span, from /proc.
+ *     KLINES_INGEST_LANES is passed on to the workers; SEQUENCES_BENCH_WORKER_NODE_OPTIONS sets
+ *     their NODE_OPTIONS (e.g. `--require` of a profiler hook).
  *     Without Kafka (no Java) the part is skipped and says why.
  * (c) Missed API latency (HTTP, one client, keep-alive) for 1,000-row ranges on a klines table of
  *     10,000,000 rows (100 symbols x 100,000).
@@ -23,6 +27,7 @@ import { startRedis } from '../services/redis.js';
 import { startKafka } from '../services/kafka.js';
 import { startFixture } from '../../test/support/child.js';
 import { printTable, round, scaled, SCALE } from './support.js';
+import { clockTicks, cpuSample, type CpuSample } from './proc.js';
 
 const ALLOC_PER_PROCESS = scaled(2_000_000, 10_000);
 const KLINES = scaled(200_000, 2_000);
@@ -51,6 +56,16 @@ function allocator(env: Record<string, string>): Promise<{ count: number; second
 async function twoProcesses(env: Record<string, string>): Promise<number> {
   const [a, b] = await Promise.all([allocator(env), allocator(env)]);
   return (a.count + b.count) / Math.max(a.seconds, b.seconds);
+}
+
+/** CPU µs per kline between two samples, by part (workers, postgres, redis, kafka, bench) and for the machine. */
+function cpuPerKline(a: CpuSample | undefined, b: CpuSample | undefined, klines: number): Record<string, number> {
+  if (!a || !b || klines === 0) return {};
+  const us = (ticks: number) => round((ticks / clockTicks / klines) * 1e6, 1);
+  const out: Record<string, number> = {};
+  for (const [part, ticks] of b.parts) out[part] = us(ticks - (a.parts.get(part) ?? 0));
+  out.machine_busy = us(b.busy - a.busy);
+  return out;
 }
 
 const pgServer = await startPostgres({ mode: 'test' });
@@ -114,13 +129,19 @@ try {
       OUTBOX_ENABLED: 'false',
       SYNC_EVENTS_ENABLED: 'false',
       LOG_LEVEL: 'warn',
+      // e.g. --cpu-prof --cpu-prof-dir=/tmp/prof: profile the workers only
+      ...(process.env.SEQUENCES_BENCH_WORKER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.SEQUENCES_BENCH_WORKER_NODE_OPTIONS } : {}),
     }));
     const count = async () => Number((await db.query<{ n: string }>(`SELECT count(*) AS n FROM market_klines`)).rows[0]!.n);
     while ((await count()) === 0) await new Promise((r) => setTimeout(r, 5));
+    const labels = new Map(workers.map((w) => [w.pid, 'workers'] as [number, string]));
+    const cpu0 = cpuSample(labels, 'bench');
     const started = process.hrtime.bigint();
     let n = 0;
     while ((n = await count()) < KLINES) await new Promise((r) => setTimeout(r, 20));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const cpuUs = cpuPerKline(cpu0, cpuSample(labels, 'bench'), n);
+    note(`(b) CPU µs per kline: ${JSON.stringify(cpuUs)}`);
     for (const w of workers) w.kill('SIGTERM');
     await Promise.all(workers.map((w) => w.exited));
     await kafka.handle.stop();
@@ -139,8 +160,8 @@ try {
     const baseSeconds = Number(process.hrtime.bigint() - baseStart) / 1e9;
     const rate = n / seconds;
     note(`(b) ${round(rate)} klines/s, bare INSERT ${round(KLINES / baseSeconds)}/s`);
-    rows.push({ part: `(b) Kafka -> stamped, stored, published (${WORKERS} workers)`, figure: `${round(rate)} klines/s`, baseline: `bare INSERT ${round(KLINES / baseSeconds)}/s`, ratio: round(rate / (KLINES / baseSeconds), 2), target: '>= 50,000/s' });
-    Object.assign(result, { klines_per_s: round(rate), bare_insert_per_s: round(KLINES / baseSeconds), workers: WORKERS });
+    rows.push({ part: `(b) Kafka -> stamped, stored, published (${WORKERS} workers, ${process.env.KLINES_INGEST_LANES ?? 'default'} lanes)`, figure: `${round(rate)} klines/s, ${cpuUs.machine_busy ?? '?'} µs CPU/kline`, baseline: `bare INSERT ${round(KLINES / baseSeconds)}/s`, ratio: round(rate / (KLINES / baseSeconds), 2), target: '>= 50,000/s' });
+    Object.assign(result, { klines_per_s: round(rate), bare_insert_per_s: round(KLINES / baseSeconds), workers: WORKERS, lanes: process.env.KLINES_INGEST_LANES ?? 'default', cpu_us_per_kline: cpuUs });
   }
 
   // (c) -------------------------------------------------------------------------------------

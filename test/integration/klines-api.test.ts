@@ -40,6 +40,8 @@ describe('klines API and sequence allocator (HTTP path)', () => {
       SYNC_EVENTS_ENABLED: 'false',
       KLINES_CHANNEL_PREFIX: `${prefix}:klines:`,
       SEQUENCE_RESERVE_SIZE: '50',
+      // Three ingest lanes: BTCUSDT is in lane 0 and ETHUSDT in lane 2, so a POST of both is two jobs.
+      KLINES_INGEST_LANES: '3',
     };
     proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', 'sequence-allocator', env), onEscalate: () => undefined });
     base = proc.http.url;
@@ -67,6 +69,7 @@ describe('klines API and sequence allocator (HTTP path)', () => {
     const first = await post({ klines: [kline('BTCUSDT', 0), kline('ETHUSDT', 0), kline('BTCUSDT', 1), kline('BTCUSDT', 2), kline('BTCUSDT', 1)] });
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ accepted: 5, received: 5, stored: 4, duplicates: 1 });
+    expect(first.body.jobIds).toHaveLength(2);
     const again = await post([kline('BTCUSDT', 1), kline('BTCUSDT', 3)]); // 1 is a redelivery
     expect(again.body).toMatchObject({ stored: 1, duplicates: 1 });
     // Binance-style strings are accepted too.
@@ -88,7 +91,8 @@ describe('klines API and sequence allocator (HTTP path)', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(received.filter((m) => m.symbol === 'BTCUSDT').map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
     expect(received).toHaveLength(6);
-    expect(received[0]).toEqual({ seq: 1, symbol: 'BTCUSDT', timestamp: T0, kline: kline('BTCUSDT', 0) });
+    // Order is per symbol: with lanes, ETHUSDT's message may come before BTCUSDT's.
+    expect(received.find((m) => m.symbol === 'BTCUSDT')).toEqual({ seq: 1, symbol: 'BTCUSDT', timestamp: T0, kline: kline('BTCUSDT', 0) });
 
     const pos = await get('/api/v1/sequences/BTCUSDT');
     expect(pos.body).toMatchObject({ stream: 'BTCUSDT', mode: 'symbol', last: 5, assigned: 5, stored: 5 });

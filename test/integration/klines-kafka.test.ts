@@ -59,6 +59,8 @@ describe('klines from Kafka (market_data consumer)', () => {
       KLINES_KAFKA_TOPIC: topic,
       KLINES_KAFKA_GROUP_ID: groupId,
       KLINES_CHANNEL_PREFIX: `${prefix}:klines:`,
+      // Three ingest lanes (BTCUSDT 0, BNBUSDT and XRPUSDT 1, ETHUSDT 2): a Kafka batch becomes a job per lane.
+      KLINES_INGEST_LANES: '3',
     };
     proc = await start();
   }, 5 * 60_000);

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { classifyHoles, splitBySkips } from '../../http/routes/klines-read.js';
+import { sequenced, sequencedJson } from '../../actors/sequence-allocator/ingest.js';
+import { ingestLaneOf, klinesIngestLanes, splitByLane } from '../../queues/index.js';
 import { GapTracker, loadSequenceConfig, parseKlineMessage, type MissedPage, type SequencedKline } from '../../actors/sequence-allocator/index.js';
 
 const k = (seq: number, symbol = 'BTCUSDT'): SequencedKline => ({ seq, symbol, timestamp: seq * 60_000, kline: { t: seq * 60_000, T: seq * 60_000 + 59_999, s: symbol, o: 1, h: 2, l: 0.5, c: 1.5, v: seq } });
@@ -107,5 +109,37 @@ describe('sequence config', () => {
     expect(loadSequenceConfig({})).toMatchObject({ enabled: false });
     expect(() => loadSequenceConfig({ DATABASE_URL: 'postgres://x/y', SEQUENCE_STREAM_MODE: 'per-user', SEQUENCE_RESERVE_SIZE: '0' })).toThrow(/SEQUENCE_STREAM_MODE[\s\S]*SEQUENCE_RESERVE_SIZE|SEQUENCE_RESERVE_SIZE[\s\S]*SEQUENCE_STREAM_MODE/);
     expect(() => loadSequenceConfig({ DATABASE_URL: 'postgres://x/y', KLINES_KAFKA_ENABLED: 'true' })).toThrow(/KAFKA_BROKERS/);
+  });
+
+  it('ingest lanes: 1 by default, more than 1 refused in global mode', () => {
+    expect(loadSequenceConfig({ DATABASE_URL: 'postgres://x/y' }).lanes).toBe(1);
+    expect(loadSequenceConfig({ DATABASE_URL: 'postgres://x/y', SEQUENCE_STREAM_MODE: 'global' }).lanes).toBe(1);
+    expect(loadSequenceConfig({ DATABASE_URL: 'postgres://x/y', KLINES_INGEST_LANES: '6' }).lanes).toBe(6);
+    expect(() => loadSequenceConfig({ DATABASE_URL: 'postgres://x/y', SEQUENCE_STREAM_MODE: 'global', KLINES_INGEST_LANES: '2' })).toThrow(/KLINES_INGEST_LANES/);
+    expect(() => loadSequenceConfig({ DATABASE_URL: 'postgres://x/y', KLINES_INGEST_LANES: '0' })).toThrow(/KLINES_INGEST_LANES/);
+  });
+});
+
+describe('ingest lanes and messages', () => {
+  it('a symbol always maps to one lane, every lane is used, and each lane keeps arrival order', () => {
+    const symbols = Array.from({ length: 200 }, (_, i) => `SYM${i}`);
+    const lanes = new Set(symbols.map((s) => ingestLaneOf(s, 4)));
+    expect([...lanes].sort()).toEqual([0, 1, 2, 3]);
+    expect(symbols.every((s) => ingestLaneOf(s, 4) === ingestLaneOf(s, 4) && ingestLaneOf(s, 1) === 0)).toBe(true);
+    const klines = Array.from({ length: 1000 }, (_, i) => ({ s: symbols[i % 7]!, i }));
+    const split = splitByLane(klines, 4);
+    expect([...split.values()].flat()).toHaveLength(1000);
+    for (const [lane, list] of split) {
+      expect(list.every((k) => ingestLaneOf(k.s, 4) === lane)).toBe(true);
+      expect(list.map((k) => k.i)).toEqual([...list.map((k) => k.i)].sort((a, b) => a - b));
+    }
+    expect(klinesIngestLanes(3).map((q) => q.name)).toEqual(['klines.ingest', 'klines.ingest.1', 'klines.ingest.2']);
+  });
+
+  it('the hand-written pub/sub message is exactly JSON.stringify of the sequenced kline', () => {
+    for (const [o, v] of [[100.1, 12.5], [1e-7, 1e21], [0, 123456789.123456], [5e-324, 1.7976931348623157e308]] as const) {
+      const kline = { t: 1_700_000_000_000, T: 1_700_000_059_999, s: 'BTC-USD.P_1', o, h: 2, l: 0, c: 1.5, v, seq: 9_007_199_254_740_991 };
+      expect(sequencedJson(kline)).toBe(JSON.stringify(sequenced(kline)));
+    }
   });
 });
