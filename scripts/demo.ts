@@ -10,7 +10,8 @@ import { migrateDuckDb, migrationsDir, readMigrations } from '../runtime/migrate
 import { migrateDatabase, selectCapabilities } from '../cli/capabilities.js';
 import { exitOnSignals, startProcess } from '../cli/process.js';
 import { createDemoDatabases, runDemoQueueTraffic } from './demo-sync.js';
-import { runDemoOrders } from './demo-outbox.js';
+import { createDemoOrdersTable, runDemoOrders } from './demo-outbox.js';
+import { runDemoEventSourcedOrders } from './demo-orders-es.js';
 import { startServices } from './services/index.js';
 import { demoConsumer, demoProducer, demoReadings } from './demo-workload.js';
 
@@ -25,6 +26,12 @@ const env = {
   USER_PORTFOLIO_DB_URI: syncDbs.portfolioDbUri,
   CONCORD_PROFILE: 'development',
   SYNC_INTERVAL: '5',
+  // CDC copies the demo's orders into DuckDB (main.demo_orders) as they are written.
+  CDC_ENABLED: 'true',
+  CDC_MONITORED_TABLES: 'public.demo_orders',
+  CDC_REPLICATION_SLOT_NAME: 'concord_demo',
+  // The projections actor keeps the example order domain's read model (table order_summary) up to date.
+  PROJECTIONS: 'order-summary',
   ...process.env,
   REDIS_URL: services.redis.url,
   DATABASE_URL: services.postgres.url,
@@ -43,11 +50,13 @@ await migrateDatabase('portfolio-db', syncDbs.portfolioDbUri, quiet);
 const duck = await openDuckDb(config.duckdb);
 await migrateDuckDb(duck.connection, await readMigrations(migrationsDir('duckdb')));
 duck.close();
+await createDemoOrdersTable(services.postgres.url);
 say('migrations applied (PostgreSQL, queue and portfolio databases, DuckDB)');
 
 const capabilities = selectCapabilities('all', undefined, env);
 const traffic = runDemoQueueTraffic(syncDbs.queueDbUri);
 const orders = runDemoOrders(services.postgres.url);
+const esOrders = runDemoEventSourcedOrders(services.postgres.url);
 const proc = await startProcess({
   config,
   role: 'all',
@@ -62,6 +71,7 @@ exitOnSignals(
     async stop(timeoutMs) {
       await traffic.stop();
       await orders.stop();
+      await esOrders.stop();
       const clean = await proc.stop(timeoutMs);
       await services.stop();
       return clean;
@@ -84,6 +94,10 @@ Concord is running (role all: ${capabilities.actors.map((a) => a.name).join(', '
   queue DB       ${syncDbs.queueDbUri}   (new entries every 3 s; sync every ${env.SYNC_INTERVAL} s)
   portfolio DB   ${syncDbs.portfolioDbUri}   (psql it: SELECT status, count(*) FROM portfolio_transactions GROUP BY 1)
   outbox         ${url}/api/v1/outbox/stats   (an order + its event every 2 s; broker: ${config.kafkaBrokers ? 'Kafka' : `Redis Streams, stream ${config.queuePrefix}:stream:demo.orders`})
+  CDC → DuckDB   ${url}/api/v1/data-sync/cdc/status   (demo_orders inserted, updated and deleted every 2 s, copied into ${config.duckdb.path} as main.demo_orders)
+  sync status    ${url}/api/v1/data-sync/sync/status
+  event sourcing ${url}/api/v1/projections   (an order through the command bus every 2 s, then item added, paid, shipped on the next ticks;
+                 events of one: ${url}/api/v1/streams/order-<id>; read model: psql ${services.postgres.url} -c 'SELECT status, count(*), sum(total_cents) FROM order_summary GROUP BY 1')
 Ctrl-C drains and stops.
 `);
 if (process.env.DEMO_EXIT_AFTER_MS) setTimeout(() => process.kill(process.pid, 'SIGTERM'), Number(process.env.DEMO_EXIT_AFTER_MS));
