@@ -22,11 +22,7 @@
  * SYNC_EVENT_PROCESS_INTERVAL=5, for diagnosis); SYNC_EVENTS_SERVER_NODE_ARGS (node flags of the
  * server processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { Redis } from 'ioredis';
@@ -35,7 +31,8 @@ import { migrateDatabase } from '../../cli/capabilities.js';
 import { startPostgres } from '../services/postgres.js';
 import { startRedis } from '../services/redis.js';
 import { printTable, round, SCALE } from './support.js';
-import { cleanupRegistry, machineCpu, percentile, procStat, treeCpu } from './proc.js';
+import { cleanupRegistry, machineCpu, procStat, treeCpu } from './proc.js';
+import { load, startServer, type LoadResult, type Server, type ServerMode, type ServerOptions } from './sync-events-procs.js';
 
 const LOAD_S = Math.max(3, Math.round(20 * SCALE));
 const SHORT_S = Math.max(3, Math.round(8 * SCALE));
@@ -111,118 +108,7 @@ function cpuMeter(serverPid: number): () => Cpu {
 // --- teardown -------------------------------------------------------------------------------------
 const cleanups = cleanupRegistry(note);
 const cleanup = cleanups.run;
-
-// --- the server processes -------------------------------------------------------------------------
-type ServerMode = 'concord' | 'concord-api' | 'bare-insert' | 'bare-hello';
-interface Server {
-  pid: number;
-  port: number;
-  /** Output lines at warn level or above (Concord logs JSON lines), and anything that is not JSON. */
-  trouble: string[];
-  stop(): Promise<void>;
-}
-
-async function startServer(mode: ServerMode, env: Record<string, string>, onSpawn?: (pid: number) => void): Promise<Server> {
-  const entry = fileURLToPath(new URL('./sync-events-server.ts', import.meta.url));
-  const proc: ChildProcess = spawn(process.execPath, [...SERVER_NODE_ARGS, '--import', 'tsx', entry, mode], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  onSpawn?.(proc.pid!);
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const trouble: string[] = [];
-  createInterface({ input: proc.stderr! }).on('line', (l) => trouble.push(l));
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  cleanups.add(stop);
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${mode} server: not listening within 60 s; output:\n${trouble.slice(-20).join('\n')}`)), 60_000);
-    void exited.then(() => reject(new Error(`${mode} server exited (code ${proc.exitCode}); output:\n${trouble.slice(-20).join('\n')}`)));
-    createInterface({ input: proc.stdout! }).on('line', (text) => {
-      let line: Record<string, unknown>;
-      try {
-        line = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        trouble.push(text);
-        return;
-      }
-      if (line.bench_server === 'listening') {
-        clearTimeout(timer);
-        resolve(Number(line.port));
-      } else if (['warn', 'error', 'fatal'].includes(String(line.level))) trouble.push(text);
-    });
-  });
-  return { pid: proc.pid!, port, trouble, stop };
-}
-
-// --- one load run ---------------------------------------------------------------------------------
-interface LoadResult {
-  connections: number;
-  seconds: number;
-  /** Responses received (autocannon neither waits for nor counts those in flight when it stops). */
-  requests: number;
-  ok: number;
-  non2xx: number;
-  errors: number;
-  requestsPerS: number;
-  p50: number;
-  p99: number;
-  max: number;
-  startedAt: number;
-  endedAt: number;
-}
-
-
-async function load(port: number, token: string, connections: number, seconds: number): Promise<LoadResult> {
-  let latencies = new Float64Array(1 << 16);
-  let n = 0;
-  let ok = 0;
-  const startedAt = performance.now();
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      {
-        url: `http://127.0.0.1:${port}`,
-        connections,
-        pipelining: 1,
-        duration: seconds,
-        timeout: 10,
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        requests: [{ method: 'POST', path: '/sync-events', setupRequest: (req) => ({ ...req, body: nextBody() }) }],
-      },
-      (err: unknown, res) => (err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(res)),
-    );
-    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
-      if (n === latencies.length) {
-        const grown = new Float64Array(n * 2);
-        grown.set(latencies);
-        latencies = grown;
-      }
-      latencies[n++] = responseTime;
-      if (statusCode >= 200 && statusCode < 300) ok++;
-    });
-  });
-  const endedAt = performance.now();
-  const sorted = latencies.slice(0, n).sort();
-  return {
-    connections,
-    seconds: result.duration,
-    requests: n,
-    ok,
-    non2xx: n - ok,
-    errors: result.errors,
-    requestsPerS: n / result.duration,
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
-    max: percentile(sorted, 1),
-    startedAt,
-    endedAt,
-  };
-}
+const serverOpts: ServerOptions = { nodeArgs: SERVER_NODE_ARGS, register: (stop) => cleanups.add(stop) };
 
 // --- the run --------------------------------------------------------------------------------------
 try {
@@ -317,7 +203,7 @@ try {
       }
     })();
     const cpu = cpuMeter(server.pid);
-    const r = await load(server.port, token, connections, seconds);
+    const r = await load(nextBody, server.port, token, connections, seconds);
     sampling = false;
     await sampler;
     const pendingAtEnd = await pendingCount();
@@ -345,9 +231,9 @@ try {
   const keepsUp = (t: Trial) => t.processed === t.stored && t.maxPending <= t.requestsPerS && t.drainAfterLoadS <= sweepIntervalS + 1;
 
   // 1. Concord warmed up, the connection sweep, then the measured run.
-  const concord = await startServer('concord', serverEnv);
+  const concord = await startServer('concord', serverEnv, serverOpts);
   note(`Concord listening on 127.0.0.1:${concord.port} (pid ${concord.pid}; auth ${serverEnv.AUTH_MODE}; outbox off); warming up ${WARMUP_S} s`);
-  await load(concord.port, token, 50, WARMUP_S);
+  await load(nextBody, concord.port, token, 50, WARMUP_S);
   if ((await drain()) === undefined) throw new Error('the processor did not drain the warm-up');
   await reset();
   const sweep: Trial[] = [];
@@ -376,10 +262,10 @@ try {
 
   // 2. Cost split: the API alone (no processor actor), then the processor alone on what it left.
   note(`cost split: the API without the processor, ${chosen} connections for ${SHORT_S} s`);
-  const api = await startServer('concord-api', serverEnv);
-  await load(api.port, token, chosen, 1);
+  const api = await startServer('concord-api', serverEnv, serverOpts);
+  await load(nextBody, api.port, token, chosen, 1);
   const apiCpu = cpuMeter(api.pid);
-  const apiOnly = await load(api.port, token, chosen, SHORT_S);
+  const apiOnly = await load(nextBody, api.port, token, chosen, SHORT_S);
   const apiOnlyCpu = apiCpu();
   trouble.push(...api.trouble);
   await api.stop();
@@ -402,7 +288,7 @@ try {
       await sleep(10);
     }
   })();
-  const processor = await startServer('concord', serverEnv, (pid) => (processorPid = pid));
+  const processor = await startServer('concord', serverEnv, { ...serverOpts, onSpawn: (pid) => (processorPid = pid) });
   await watching;
   const processorCpu = procStart?.cpu();
   // From the first batch seen to the last: the first batch itself is not counted.
@@ -415,10 +301,10 @@ try {
   const ceilings: Array<{ mode: ServerMode; r: LoadResult; cpu: Cpu }> = [];
   for (const mode of ['bare-hello', 'bare-insert'] as const) {
     note(`ceiling ${mode}: ${chosen} connections for ${SHORT_S} s`);
-    const bare = await startServer(mode, serverEnv);
-    await load(bare.port, token, chosen, 1);
+    const bare = await startServer(mode, serverEnv, serverOpts);
+    await load(nextBody, bare.port, token, chosen, 1);
     const cpu = cpuMeter(bare.pid);
-    const r = await load(bare.port, token, chosen, SHORT_S);
+    const r = await load(nextBody, bare.port, token, chosen, SHORT_S);
     ceilings.push({ mode, r, cpu: cpu() });
     await bare.stop();
   }
