@@ -9,7 +9,7 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
 import { cdcAppliedLsnKey, cdcApplyQueue, type CdcApplyBatch, type CdcColumn, type CdcRelation } from '../../queues/cdc.js';
@@ -33,13 +33,7 @@ async function harness(label: string, duckPath: string, extra: Record<string, st
   const db = new pg.Pool({ connectionString: url, max: 3 });
   await db.query(`CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, score numeric(5,2), tags text[], meta jsonb, updated_at timestamptz NOT NULL DEFAULT now())`);
   await db.query(`CREATE TABLE notes (id int PRIMARY KEY, body text)`);
-  const env = {
-    REDIS_URL: redisUrl,
-    DATABASE_URL: url,
-    PORT: '0',
-    HOST: '127.0.0.1',
-    AUTH_MODE: 'none',
-    CONCORD_QUEUE_PREFIX: uniquePrefix(label),
+  const env = runtimeEnv({ redisUrl, databaseUrl: url, prefix: uniquePrefix(label) }, {
     DUCKDB_DATABASE_PATH: duckPath,
     LOG_LEVEL: 'silent',
     KAFKA_BROKERS: '',
@@ -49,7 +43,7 @@ async function harness(label: string, duckPath: string, extra: Record<string, st
     DATA_SYNC_BREAKER_HALF_OPEN_MS: '1000',
     DATA_SYNC_STRONG_TIMEOUT_MS: '3000',
     ...extra,
-  };
+  });
   const proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', 'dual-writer', env), onEscalate: () => undefined });
   let conn: DuckDBConnection | undefined;
   return {

@@ -5,7 +5,7 @@ import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { GapTracker, SequenceAllocator, type GapInfo, type SequencedKline } from '../../actors/sequence-allocator/index.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
 
@@ -26,15 +26,7 @@ describe('klines API and sequence allocator (HTTP path)', () => {
     const dbUrl = await freshDatabase(databaseUrl, uniquePrefix('klapi').replace(/-/g, '_'), 'postgres');
     db = new pg.Pool({ connectionString: dbUrl, max: 2 });
     prefix = uniquePrefix('klapi');
-    const env = {
-      REDIS_URL: redisUrl,
-      DATABASE_URL: dbUrl,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      AUTH_MODE: 'none',
-      CONCORD_QUEUE_PREFIX: prefix,
-      DUCKDB_DATABASE_PATH: ':memory:',
-      LOG_LEVEL: 'silent',
+    const env = runtimeEnv({ redisUrl, databaseUrl: dbUrl, prefix }, {
       KAFKA_BROKERS: '',
       OUTBOX_ENABLED: 'false',
       SYNC_EVENTS_ENABLED: 'false',
@@ -42,7 +34,7 @@ describe('klines API and sequence allocator (HTTP path)', () => {
       SEQUENCE_RESERVE_SIZE: '50',
       // Three ingest lanes: BTCUSDT is in lane 0 and ETHUSDT in lane 2, so a POST of both is two jobs.
       KLINES_INGEST_LANES: '3',
-    };
+    });
     proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', 'sequence-allocator', env), onEscalate: () => undefined });
     base = proc.http.url;
     sub = new Redis(redisUrl);

@@ -7,7 +7,7 @@ import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import type { SequencedKline } from '../../actors/sequence-allocator/index.js';
 import { startKafka, type KafkaAvailability } from '../../scripts/services/kafka.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
 
@@ -44,15 +44,7 @@ describe('klines from Kafka (market_data consumer)', () => {
     sub = new Redis(redisUrl);
     await sub.psubscribe(`${prefix}:klines:*`);
     sub.on('pmessage', (_p, _c, m) => published.push(JSON.parse(m) as SequencedKline));
-    env = {
-      REDIS_URL: redisUrl,
-      DATABASE_URL: dbUrl,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      AUTH_MODE: 'none',
-      CONCORD_QUEUE_PREFIX: prefix,
-      DUCKDB_DATABASE_PATH: ':memory:',
-      LOG_LEVEL: 'silent',
+    env = runtimeEnv({ redisUrl, databaseUrl: dbUrl, prefix }, {
       KAFKA_BROKERS: brokers.join(','),
       OUTBOX_ENABLED: 'false',
       SYNC_EVENTS_ENABLED: 'false',
@@ -61,7 +53,7 @@ describe('klines from Kafka (market_data consumer)', () => {
       KLINES_CHANNEL_PREFIX: `${prefix}:klines:`,
       // Three ingest lanes (BTCUSDT 0, BNBUSDT and XRPUSDT 1, ETHUSDT 2): a Kafka batch becomes a job per lane.
       KLINES_INGEST_LANES: '3',
-    };
+    });
     proc = await start();
   }, 5 * 60_000);
 

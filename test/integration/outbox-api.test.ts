@@ -4,7 +4,7 @@ import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { enqueueMany } from '../../actors/outbox-relay/index.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
 
@@ -18,20 +18,12 @@ describe('outbox API', () => {
     const { redisUrl, databaseUrl } = testServices();
     const dbUrl = await freshDatabase(databaseUrl, uniquePrefix('obapi').replace(/-/g, '_'), 'postgres');
     db = new pg.Pool({ connectionString: dbUrl, max: 2 });
-    const env = {
-      REDIS_URL: redisUrl,
-      DATABASE_URL: dbUrl,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      AUTH_MODE: 'none',
-      CONCORD_QUEUE_PREFIX: uniquePrefix('obapi'),
-      DUCKDB_DATABASE_PATH: ':memory:',
-      LOG_LEVEL: 'silent',
+    const env = runtimeEnv({ redisUrl, databaseUrl: dbUrl, prefix: uniquePrefix('obapi') }, {
       KAFKA_BROKERS: '',
       OUTBOX_POLLING_INTERVAL_MS: '100',
       OUTBOX_RETRY_BACKOFF_MS: '20',
       OUTBOX_DEAD_LETTER_THRESHOLD: '2',
-    };
+    });
     proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', undefined, env), onEscalate: () => undefined });
     base = proc.http.url;
   });

@@ -8,7 +8,7 @@ import { syncStatsKeys } from '../../queues/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { startPostgres, type PostgresHandle } from '../../scripts/services/postgres.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually, startFixture, type Child } from '../support/child.js';
 
@@ -95,21 +95,13 @@ describe('consistency manager under concurrency and faults', () => {
     const redis = new Redis(redisUrl);
     try {
       const ids = await insertEntries(queueDb, 3_000);
-      const env = {
-        REDIS_URL: redisUrl,
-        DATABASE_URL: databaseUrl,
-        PORT: '0',
-        HOST: '127.0.0.1',
-        AUTH_MODE: 'none',
-        CONCORD_QUEUE_PREFIX: prefix,
-        DUCKDB_DATABASE_PATH: ':memory:',
-        LOG_LEVEL: 'silent',
+      const env = runtimeEnv({ redisUrl, databaseUrl, prefix }, {
         QUEUE_DB_URI: queueDbUri,
         USER_PORTFOLIO_DB_URI: portfolioDbUri,
         SYNC_INTERVAL: '3600',
       OUTBOX_ENABLED: 'false',
         BATCH_SIZE: '10',
-      };
+      });
       proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', undefined, env), onEscalate: () => undefined });
       const count = async () => {
         const c = new pg.Client({ connectionString: portfolioDbUri });

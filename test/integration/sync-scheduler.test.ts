@@ -4,7 +4,7 @@ import pg from 'pg';
 import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
 
@@ -33,21 +33,13 @@ describe('consistency manager (sync-scheduler)', () => {
     const portfolioDbUri = await freshDatabase(databaseUrl, `${tag}_portfolio`, 'portfolio-db');
     queueDb = new pg.Pool({ connectionString: queueDbUri, max: 4 });
     portfolioDb = new pg.Pool({ connectionString: portfolioDbUri, max: 4 });
-    const env = {
-      REDIS_URL: redisUrl,
-      DATABASE_URL: databaseUrl,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      AUTH_MODE: 'none',
-      CONCORD_QUEUE_PREFIX: uniquePrefix('sync'),
-      DUCKDB_DATABASE_PATH: ':memory:',
-      LOG_LEVEL: 'silent',
+    const env = runtimeEnv({ redisUrl, databaseUrl, prefix: uniquePrefix('sync') }, {
       QUEUE_DB_URI: queueDbUri,
       USER_PORTFOLIO_DB_URI: portfolioDbUri,
       SYNC_INTERVAL: '3600',
       OUTBOX_ENABLED: 'false',
       BATCH_SIZE: '10',
-    };
+    });
     const capabilities = selectCapabilities('all', undefined, env);
     proc = await startProcess({ config: loadConfig(env), role: 'all', ...capabilities, onEscalate: () => undefined });
     base = proc.http.url;

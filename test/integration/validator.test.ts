@@ -11,7 +11,7 @@ import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { CHECK_WEIGHTS } from '../../actors/validator/index.js';
 import { tableLockKey, withTableLock } from '../../actors/validator/run.js';
-import { testServices, uniquePrefix } from '../support/services.js';
+import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
 
@@ -88,13 +88,7 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
       });
     });
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-    const env = {
-      REDIS_URL: redisUrl,
-      DATABASE_URL: url,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      AUTH_MODE: 'none',
-      CONCORD_QUEUE_PREFIX: uniquePrefix('val'),
+    const env = runtimeEnv({ redisUrl, databaseUrl: url, prefix: uniquePrefix('val') }, {
       DUCKDB_DATABASE_PATH: join(dir, 'copy.duckdb'),
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
       KAFKA_BROKERS: '',
@@ -108,7 +102,7 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
       MONITORING_INTERVAL_SECONDS: '1',
       ALERT_WEBHOOK_URL: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/alerts`,
       ALERT_WEBHOOK_RETRY_DELAY_MS: '100',
-    };
+    });
     proc = await startProcess({ config: loadConfig(env), role: 'all', ...selectCapabilities('all', 'dual-writer,validator,monitoring', env), onEscalate: () => undefined });
     for (const t of ['parents', 'items']) expect((await call('POST', `/api/v1/data-sync/sync/table/${t}/full`)).status).toBe(202);
     conn = await (await proc.runtime.services.duckdb()).instance.connect();

@@ -23,3 +23,22 @@ export function uniquePrefix(label: string): string {
   const safe = label.toLowerCase().replace(/[^a-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '') || 'x';
   return `t-${safe}-${randomBytes(5).toString('hex')}`;
 }
+
+/**
+ * The environment of a Concord process under test: auth off, a free port on loopback,
+ * an in-memory DuckDB and silent logs, on the given Redis, database and key prefix;
+ * `extra` adds or overrides variables.
+ */
+export function runtimeEnv(on: { redisUrl: string; databaseUrl: string; prefix: string }, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    REDIS_URL: on.redisUrl,
+    DATABASE_URL: on.databaseUrl,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    AUTH_MODE: 'none',
+    CONCORD_QUEUE_PREFIX: on.prefix,
+    DUCKDB_DATABASE_PATH: ':memory:',
+    LOG_LEVEL: 'silent',
+    ...extra,
+  };
+}
