@@ -108,6 +108,9 @@ export class Backfill {
     const emitted = new Promise<number>((done, fail) => {
       this.window = { table: t.table, chunkId, open: false, seen: new Set(), truncated: false, rows: null, done, fail };
     });
+    // stop() may reject this while the chunk is still being selected, before it is
+    // awaited below; the await still throws, this only keeps that from counting as unhandled.
+    emitted.catch(() => undefined);
     this.client ??= await snapshotClient(this.databaseUrl);
     const mark = (m: string) =>
       this.client!.query(`INSERT INTO concord_cdc_watermark (slot, mark, at) VALUES ($1, $2, now()) ON CONFLICT (slot) DO UPDATE SET mark = EXCLUDED.mark, at = now()`, [this.slot, m]);
