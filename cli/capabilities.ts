@@ -15,10 +15,11 @@ import { SAGA_COORDINATOR } from '../actors/saga-coordinator/index.js';
 import { sagaRoutes } from '../http/routes/sagas.js';
 import { DUAL_WRITER, dataSyncDeps, type dualWriterFactory } from '../actors/dual-writer/index.js';
 import { dataSyncRoutes } from '../http/routes/data-sync.js';
-import { VALIDATOR, type validatorFactory } from '../actors/validator/index.js';
+import { tableScoreHistory, VALIDATOR, type validatorFactory } from '../actors/validator/index.js';
 import { consistencyRoutes } from '../http/routes/consistency.js';
 import { MONITORING, monitoringDeps, type monitoringFactory } from '../actors/monitoring/index.js';
 import { monitoringRoutes } from '../http/routes/monitoring.js';
+import { dashboardRoutes } from '../http/routes/dashboard.js';
 import type { RouteSpec } from '../http/route.js';
 import { createPgPool, type ConcordRuntime, type Logger, type Role } from '../runtime/index.js';
 import { migrateDownPostgres, migratePostgres, migrationsDir, readMigrations, type MigrateDownOptions, type MigrationSet } from '../runtime/migrate.js';
@@ -50,6 +51,9 @@ export function selectCapabilities(role: Role, names: string | undefined, env: N
       ...(enabled.some((f) => f.name === SAGA_COORDINATOR) ? sagaRoutes(runtime) : []),
       ...(enabled.some((f) => f.name === VALIDATOR) ? consistencyRoutes((catalog[VALIDATOR] as ReturnType<typeof validatorFactory>).api(runtime.services)) : []),
       ...(enabled.some((f) => f.name === MONITORING) ? monitoringRoutes(monitoringDeps(runtime.services, (catalog[MONITORING] as ReturnType<typeof monitoringFactory>).config())) : []),
+      ...(enabled.some((f) => f.name === MONITORING)
+        ? dashboardRoutes({ tables: (catalog[MONITORING] as ReturnType<typeof monitoringFactory>).config().tables, scoreHistory: (tables, runs) => tableScoreHistory(runtime.services.pg(), tables, runs) })
+        : []),
       ...(enabled.some((f) => f.name === CDC_READER)
         ? cdcRoutes(runtime, { status: (rt) => collectCdcStatus(rt.services.pg(), rt.services.redis, rt.services.config.queuePrefix, loadCdcConfig(env)) })
         : []),

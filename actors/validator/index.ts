@@ -13,6 +13,7 @@ export { CHECK_WEIGHTS, consistencyScore, type CheckResult } from './checks.js';
 export { dataHash, compareRows, type Sides, type DiffKey, type HashOutcome } from './bisect.js';
 export { pgSideWork, duckSideWork, PG_SESSION_OPTIONS, type SideResult } from './side-work.js';
 export { latestTableStates, type TableState } from '../../queues/consistency-reports.js';
+export { tableScoreHistory, type TableScorePoint } from './store.js';
 
 export function validatorFactory(env: NodeJS.ProcessEnv = process.env): ActorFactory & { config(): ValidatorConfig; api(services: RuntimeServices): ValidatorApi } {
   let config: ValidatorConfig | undefined;

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { CheckResult } from './checks.js';
+import { consistencyScore } from '../../queues/consistency-reports.js';
 
 /** Reports in PostgreSQL: concord_validation_runs (one per run) and concord_validation_results (one per verdict). */
 
@@ -70,4 +71,39 @@ export async function storedDiffKeys(db: pg.Pool, runId: string): Promise<Array<
     [runId],
   );
   return rows.map((r) => ({ table: r.table_name, keys: r.diff_keys.map((k) => k.key), total: Number(r.diff_total) }));
+}
+
+/** One table's score in one completed run: a point of the dashboard's score-over-time chart. */
+export interface TableScorePoint {
+  table: string;
+  run_id: string;
+  finished_at: string;
+  consistency_score: number | null;
+}
+
+/**
+ * The scores of each table in its last `runs` completed runs (a table counts only the runs
+ * that checked it), oldest first per table; each score is weighted as the run's own score is.
+ */
+export async function tableScoreHistory(db: pg.Pool, tables: readonly string[], runs: number): Promise<TableScorePoint[]> {
+  const { rows } = await db.query<{ run_id: string; table_name: string; finished_at: Date | string; status: string; weight: number }>(
+    `WITH pairs AS (
+       SELECT v.run_id, v.table_name, r.finished_at,
+              row_number() OVER (PARTITION BY v.table_name ORDER BY r.finished_at DESC) AS n
+         FROM (SELECT DISTINCT run_id, table_name FROM concord_validation_results WHERE table_name = ANY($1)) v
+         JOIN concord_validation_runs r ON r.id = v.run_id AND r.status = 'completed')
+     SELECT p.run_id, p.table_name, p.finished_at, res.status, res.weight::float8 AS weight
+       FROM pairs p JOIN concord_validation_results res ON res.run_id = p.run_id AND res.table_name = p.table_name
+      WHERE p.n <= $2
+      ORDER BY p.table_name, p.finished_at, p.run_id`,
+    [tables, runs],
+  );
+  const points = new Map<string, { point: TableScorePoint; verdicts: Array<{ status: string; weight: number }> }>();
+  for (const r of rows) {
+    const key = `${r.table_name}\u0000${r.run_id}`;
+    let p = points.get(key);
+    if (!p) points.set(key, (p = { point: { table: r.table_name, run_id: r.run_id, finished_at: new Date(r.finished_at).toISOString(), consistency_score: null }, verdicts: [] }));
+    p.verdicts.push({ status: r.status, weight: r.weight });
+  }
+  return [...points.values()].map(({ point, verdicts }) => ({ ...point, consistency_score: consistencyScore(verdicts) }));
 }
