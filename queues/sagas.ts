@@ -62,32 +62,82 @@ export interface NewSaga {
  * ConflictError. The caller then enqueues the first stage.
  */
 export async function insertSaga(db: pg.Pool, s: NewSaga): Promise<{ id: string; created: boolean }> {
-  const hash = s.idempotencyKey ? createHash('sha256').update(JSON.stringify([s.sagaType, s.version, s.steps, s.context])).digest('hex') : null;
+  const [r] = await insertSagas(db, [s]);
+  if (r instanceof Error) throw r;
+  return r!;
+}
+
+/**
+ * insertSaga for several sagas in one statement (one round trip, one commit). Results are
+ * in the order of `ss`: the saga, or a ConflictError for that saga alone. Sagas of one
+ * call may share an idempotency key: the first is created, the others are its replays.
+ */
+export async function insertSagas(db: pg.Pool, ss: readonly NewSaga[]): Promise<Array<{ id: string; created: boolean } | ConflictError>> {
+  const hashes = ss.map((s) => (s.idempotencyKey ? createHash('sha256').update(JSON.stringify([s.sagaType, s.version, s.steps, s.context])).digest('hex') : null));
+  const ids = ss.map(() => randomUUID());
+  const steps = ss.flatMap((s, i) => s.steps.map((x, pos) => [ids[i]!, x.step_name, pos + 1] as const));
+  // Steps serialised once per distinct definition object (a batch of one type shares it).
+  const stepsJson = new Map<SagaStep[], string>();
   const { rows } = await db.query<{ id: string }>({
-    name: 'concord-saga-insert',
+    name: 'concord-saga-insert-batch',
     text: `WITH s AS (
              INSERT INTO sagas (id, saga_type, orchestrator, definition_version, steps, context, idempotency_key, request_hash)
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::text[], $8::text[])
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),
            st AS (
              INSERT INTO saga_steps (saga_id, step_name, position)
-             SELECT s.id, u.name, u.pos FROM s, unnest($9::text[]) WITH ORDINALITY AS u(name, pos))
+             SELECT u.id, u.name, u.pos FROM unnest($9::uuid[], $10::text[], $11::int[]) AS u(id, name, pos) WHERE u.id IN (SELECT id FROM s))
            SELECT id FROM s`,
-    values: [randomUUID(), s.sagaType, s.orchestrator, s.version, JSON.stringify(s.steps), JSON.stringify(s.context), s.idempotencyKey ?? null, hash, s.steps.map((x) => x.step_name)],
+    values: [
+      ids,
+      ss.map((s) => s.sagaType),
+      ss.map((s) => s.orchestrator),
+      ss.map((s) => s.version),
+      ss.map((s) => stepsJson.get(s.steps) ?? stepsJson.set(s.steps, JSON.stringify(s.steps)).get(s.steps)!),
+      ss.map((s) => JSON.stringify(s.context)),
+      ss.map((s) => s.idempotencyKey ?? null),
+      hashes,
+      steps.map((x) => x[0]),
+      steps.map((x) => x[1]),
+      steps.map((x) => x[2]),
+    ],
   });
-  if (rows[0]) return { id: rows[0].id, created: true };
-  const first = await db.query<{ id: string; request_hash: string }>('SELECT id, request_hash FROM sagas WHERE idempotency_key = $1', [s.idempotencyKey]);
-  if (!first.rows[0]) throw new ConflictError('idempotency key is being used by a saga that is not visible yet; retry', { field: 'idempotency_key' });
-  if (first.rows[0].request_hash !== hash) throw new ConflictError('idempotency key was already used for a different saga request', { field: 'idempotency_key', saga_id: first.rows[0].id });
-  return { id: first.rows[0].id, created: false };
+  const created = new Set(rows.map((r) => r.id));
+  const replayKeys = ss.filter((s, i) => !created.has(ids[i]!)).map((s) => s.idempotencyKey!);
+  const firsts =
+    replayKeys.length === 0
+      ? new Map<string, { id: string; request_hash: string }>()
+      : new Map(
+          (await db.query<{ id: string; key: string; request_hash: string }>('SELECT id, idempotency_key AS key, request_hash FROM sagas WHERE idempotency_key = ANY($1::text[])', [replayKeys])).rows.map((r) => [r.key, r]),
+        );
+  return ss.map((s, i) => {
+    if (created.has(ids[i]!)) return { id: ids[i]!, created: true };
+    const first = firsts.get(s.idempotencyKey!);
+    if (!first) return new ConflictError('idempotency key is being used by a saga that is not visible yet; retry', { field: 'idempotency_key' });
+    if (first.request_hash !== hashes[i]) return new ConflictError('idempotency key was already used for a different saga request', { field: 'idempotency_key', saga_id: first.id });
+    return { id: first.id, created: false };
+  });
 }
 
 /** Records a saga, then enqueues its first stage. Returns its id. */
 export async function startSagaRecord(db: pg.Pool, queue: Queue, s: NewSaga): Promise<{ id: string; created: boolean }> {
-  const r = await insertSaga(db, s);
-  // A replay re-enqueues nothing: the first request did, and recovery covers a crash in between.
-  if (r.created) await enqueueSagaSteps(queue, r.id, 'action', 0, sagaStages(s.steps)[0]!);
-  return r;
+  const [r] = await startSagaRecords(db, queue, [s]);
+  if (r instanceof Error) throw r;
+  return r!;
+}
+
+/**
+ * startSagaRecord for several sagas: one INSERT, then one queue round trip for the first
+ * stages of those created. A replay re-enqueues nothing: the first request did, and
+ * recovery covers a crash in between.
+ */
+export async function startSagaRecords(db: pg.Pool, queue: Queue, ss: readonly NewSaga[]): Promise<Array<{ id: string; created: boolean } | ConflictError>> {
+  const rs = await insertSagas(db, ss);
+  const jobs = rs.flatMap((r, i) =>
+    r instanceof Error || !r.created ? [] : sagaStages(ss[i]!.steps)[0]!.map((step) => ({ name: 'action', data: { saga_id: r.id, kind: 'action' as const, step }, opts: { jobId: stepJobId(r.id, 'action', 0, step) } })),
+  );
+  if (jobs.length > 0) await queue.addBulk(jobs);
+  return rs;
 }
 
 export interface SagaStepStatus {

@@ -7,7 +7,7 @@ import type { SagaConfig } from './config.js';
 import type { Outcome, StepHandler } from './invoke.js';
 import type { SagaMetrics } from './metrics.js';
 import { inlineNext, planCompensation, planForward } from './plan.js';
-import { claimSaga, renewLeases, whyNotClaimed, writeSaga, type StepState, type Write } from './store.js';
+import { renewLeases, sagaBatchers, whyNotClaimed, writeSaga, type SagaBatchers, type StepState, type Write } from './store.js';
 import { contextOf, delayJob, invokeStep, locked, stale, type Session } from './session.js';
 
 export interface EngineDeps {
@@ -36,8 +36,13 @@ type StepWrite = Write['step'];
 export class SagaEngine {
   private readonly sessions = new Map<string, Session>();
   private readonly claiming = new Map<string, Promise<Session | undefined>>();
+  /** Claims and writes of several sagas, due at once, go as one statement (store.sagaBatchers). */
+  private readonly claims: SagaBatchers['claims'];
+  private readonly writes: SagaBatchers['writes'];
 
-  constructor(private readonly d: EngineDeps) {}
+  constructor(private readonly d: EngineDeps) {
+    ({ claims: this.claims, writes: this.writes } = sagaBatchers(d.pool, d.owner, d.config.leaseTtlMs, d.config.pgPoolSize));
+  }
 
   get held(): number {
     return this.sessions.size;
@@ -108,8 +113,8 @@ export class SagaEngine {
   }
 
   private async claim(id: string, job: Job, startStep: string | null): Promise<Session | undefined> {
-    const { pool, owner, config } = this.d;
-    const saga = await claimSaga(pool, id, owner, config.leaseTtlMs, startStep);
+    const { pool } = this.d;
+    const saga = await this.claims.add({ id, startStep });
     if (!saga) {
       const why = await whyNotClaimed(pool, id);
       if ('done' in why) return undefined;
@@ -185,7 +190,8 @@ export class SagaEngine {
     let done: () => void = () => undefined;
     if (release) s.closing = new Promise<void>((r) => (done = r));
     try {
-      const res = await writeSaga(tx ?? this.d.pool, w);
+      // A write inside a handler's transaction commits with that transaction, alone.
+      const res = tx ? await writeSaga(tx, w) : await this.writes.add(w);
       if (tx) await tx.query('COMMIT');
       tx?.release();
       if (release) {

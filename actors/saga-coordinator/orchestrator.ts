@@ -21,7 +21,9 @@ import {
   type SagaStep,
   type SagaStepInput,
 } from '../../queues/index.js';
+import { startSagaRecords, type NewSaga } from '../../queues/sagas.js';
 import { createLogger, createPgPool, createRedis, DeadLetters, errorMessage, Mailbox, Metrics, QueueSet, ValidationError, type Logger } from '../../runtime/index.js';
+import { Batcher } from './batcher.js';
 import { ServiceBreakers } from './breaker.js';
 import { DEFAULT_SAGA_CONFIG, type SagaConfig } from './config.js';
 import { SagaEngine } from './engine.js';
@@ -73,6 +75,7 @@ export class SagaOrchestrator {
   private readonly compensations = new Map<string, StepHandler>();
   private readonly versions = new Map<string, string>();
   private readonly definitions = new Map<string, { def: { version: string; steps: SagaStep[] }; at: number }>();
+  private readonly reading = new Map<string, Promise<{ version: string; steps: SagaStep[] } | undefined>>();
   private readonly owned: Array<{ close(): Promise<unknown> | void }> = [];
   private readonly pool: pg.Pool;
   private readonly connection: Redis;
@@ -86,6 +89,8 @@ export class SagaOrchestrator {
   private mailbox: Mailbox<unknown> | undefined;
   private engine: SagaEngine | undefined;
   private timers: NodeJS.Timeout[] = [];
+  /** startSaga calls made together share one INSERT and one queue round trip. */
+  private starts: Batcher<NewSaga, { id: string; created: boolean }> | undefined;
 
   constructor(
     readonly name: string,
@@ -177,7 +182,13 @@ export class SagaOrchestrator {
   private async definition(sagaType: string): Promise<{ version: string; steps: SagaStep[] } | undefined> {
     const hit = this.definitions.get(sagaType);
     if (hit && Date.now() - hit.at < DEFINITION_CACHE_MS) return hit.def;
-    const def = await getSagaDefinition(this.pool, sagaType);
+    // Starts that find the entry stale together share one read.
+    let reading = this.reading.get(sagaType);
+    if (!reading) {
+      reading = getSagaDefinition(this.pool, sagaType).finally(() => this.reading.delete(sagaType));
+      this.reading.set(sagaType, reading);
+    }
+    const def = await reading;
     if (def) this.definitions.set(sagaType, { def, at: Date.now() });
     return def;
   }
@@ -205,7 +216,15 @@ export class SagaOrchestrator {
       version = def.version;
     }
     this.checkHandlers(steps);
-    const r = await startSagaRecord(this.pool, this.stepQueue(), { sagaType: input.sagaType, orchestrator: this.name, version, steps, context: input.context ?? {}, idempotencyKey: input.idempotencyKey });
+    this.starts ??= new Batcher<NewSaga, { id: string; created: boolean }>({
+      run: (ss) => startSagaRecords(this.pool, this.stepQueue(), ss),
+      runOne: (s) => startSagaRecord(this.pool, this.stepQueue(), s),
+      shape: () => 'start',
+      // No key: replays of one idempotency key may share a batch (the first creates, the rest replay it).
+      maxBatch: 100,
+      maxInFlight: Math.max(1, Math.floor(this.options.pgPoolSize / 4)),
+    });
+    const r = await this.starts.add({ sagaType: input.sagaType, orchestrator: this.name, version, steps, context: input.context ?? {}, idempotencyKey: input.idempotencyKey });
     if (r.created) this.sagaMetrics.started.inc({ saga_type: input.sagaType });
     return r.id;
   }

@@ -1,7 +1,7 @@
 /**
  * Sagas benchmark: 3-step sagas with no-op handlers, run by saga-coordinator worker
  * process(es) (test/fixtures/process.ts sagas, the real actor), started from this process
- * through the library API (one INSERT and one queue add per saga).
+ * through the library API (starts made together share one INSERT and one queue round trip).
  * (a) Throughput: SAGAS sagas started as fast as 64 concurrent callers can, timed from the
  *     first start to the last completion (read from PostgreSQL).
  * (b) Latency at an offered load of RATE sagas/s for DURATION s: start -> completed, from
@@ -62,11 +62,13 @@ async function waitCompleted(total: number, timeoutMs: number): Promise<void> {
 }
 
 /** Updates and HOT updates (no new index entries) so far of the saga tables. */
-async function updateCounts(): Promise<{ upd: number; hot: number }> {
-  const { rows } = await db.query<{ upd: string; hot: string }>(
-    `SELECT sum(n_tup_upd) AS upd, sum(n_tup_hot_upd) AS hot FROM pg_stat_user_tables WHERE relname IN ('sagas', 'saga_steps')`,
+async function updateCounts(): Promise<{ upd: number; hot: number; xacts: number }> {
+  const { rows } = await db.query<{ upd: string; hot: string; xacts: string }>(
+    `SELECT sum(n_tup_upd) AS upd, sum(n_tup_hot_upd) AS hot,
+            (SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()) AS xacts
+       FROM pg_stat_user_tables WHERE relname IN ('sagas', 'saga_steps')`,
   );
-  return { upd: Number(rows[0]!.upd), hot: Number(rows[0]!.hot) };
+  return { upd: Number(rows[0]!.upd), hot: Number(rows[0]!.hot), xacts: Number(rows[0]!.xacts) };
 }
 
 /** Samples what PostgreSQL backends wait on, and in which statement (pg_stat_activity), every 100 ms until stopped. */
@@ -194,7 +196,9 @@ try {
   await sleep(10_000);
   const upd1 = await updateCounts();
   const updated = upd1.upd - upd0.upd;
-  const updates = { per_saga: round(updated / (SAGAS + offered), 2), hot_share: round((upd1.hot - upd0.hot) / Math.max(1, updated), 2) };
+  // Every coordinator statement outside a handler's transaction is its own transaction, so
+  // this counts round trips to PostgreSQL per saga (plus the bench's own few polls).
+  const updates = { per_saga: round(updated / (SAGAS + offered), 2), hot_share: round((upd1.hot - upd0.hot) / Math.max(1, updated), 2), xacts_per_saga: round((upd1.xacts - upd0.xacts) / (SAGAS + offered), 2) };
 
   printTable([
     { measure: `sagas completed/s (${SAGAS}, ${WORKERS} worker proc, ${CONCURRENCY} concurrent steps)`, value: round(throughput), unit: 'sagas/s' },
@@ -204,6 +208,7 @@ try {
     { measure: `latency p99 at ${RATE} sagas/s offered`, value: round(percentile(lat, 99), 1), unit: 'ms' },
     { measure: 'row updates per saga in (a) and (b) (sagas + saga_steps)', value: updates.per_saga, unit: 'rows' },
     { measure: 'share of those that were HOT (no index writes)', value: updates.hot_share, unit: 'ratio' },
+    { measure: 'PostgreSQL transactions per saga in (a) and (b)', value: updates.xacts_per_saga, unit: 'xacts' },
     ...Object.entries(cpuMs).map(([part, ms]) => ({ measure: `CPU per saga in (a): ${part}`, value: ms, unit: 'ms' })),
     { measure: 'baseline: bare BullMQ 3-job chains/s, no PostgreSQL', value: round(base), unit: 'chains/s' },
     { measure: 'sagas/s as a share of the baseline', value: round(throughput / base, 2), unit: 'ratio' },
@@ -223,6 +228,7 @@ try {
       pg_active_backends_by_wait: waits,
       row_updates_per_saga: updates.per_saga,
       hot_update_share: updates.hot_share,
+      pg_transactions_per_saga: updates.xacts_per_saga,
       scale: SCALE,
     }),
   );

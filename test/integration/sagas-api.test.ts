@@ -6,8 +6,10 @@ import { loadConfig, FencedError } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { SagaOrchestrator } from '../../actors/saga-coordinator/index.js';
-import { claimSaga, renewLeases, writeSaga } from '../../actors/saga-coordinator/store.js';
+import { claimSaga, claimSagas, renewLeases, writeSaga, writeSagas } from '../../actors/saga-coordinator/store.js';
+import { ConflictError } from '../../runtime/errors.js';
 import { parseSagaSteps, sagaStepQueue, startSagaRecord } from '../../queues/index.js';
+import { insertSagas } from '../../queues/sagas.js';
 import { testServices, uniquePrefix } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { signHs256, TEST_SECRET } from '../support/jwt.js';
@@ -148,5 +150,44 @@ describe('sagas over HTTP, versions and fencing', () => {
     expect(await renewLeases(db, 'proc-a', [{ id, epoch: a.epoch }], 60_000)).toEqual(new Set());
     await writeSaga(db, w('proc-b', b.epoch));
     expect((await db.query('SELECT attempts, state FROM saga_steps WHERE saga_id = $1', [id])).rows[0]).toEqual({ attempts: 1, state: 'running' });
+  });
+
+  it('starts made together share one INSERT: a key repeated in the batch returns the first saga, a changed request is refused', async () => {
+    const steps = parseSagaSteps(ORDER_STEPS.slice(0, 1));
+    const key = uniquePrefix('batchkey');
+    const base = { sagaType: 'batch', orchestrator: 't', version: 'x', steps };
+    const rs = await insertSagas(db, [
+      { ...base, context: { n: 1 }, idempotencyKey: key },
+      { ...base, context: { n: 2 } },
+      { ...base, context: { n: 1 }, idempotencyKey: key },
+      { ...base, context: { n: 3 }, idempotencyKey: key },
+    ]);
+    const [first, plain, replay, changed] = rs as [{ id: string; created: boolean }, { id: string; created: boolean }, { id: string; created: boolean }, unknown];
+    expect(first.created).toBe(true);
+    expect(plain.created).toBe(true);
+    expect(plain.id).not.toBe(first.id);
+    expect(replay).toEqual({ id: first.id, created: false });
+    expect(changed).toBeInstanceOf(ConflictError);
+    const { rows } = await db.query('SELECT s.id, count(t.*)::int AS steps FROM sagas s JOIN saga_steps t ON t.saga_id = s.id WHERE s.id = ANY($1) GROUP BY s.id', [[first.id, plain.id]]);
+    expect(rows.map((r) => r.steps)).toEqual([1, 1]);
+    // Through the library API, concurrent starts with one key (batched or not) name one saga.
+    const ids = await Promise.all(Array.from({ length: 5 }, () => worker.startSaga({ sagaType: 'order', context: { k: key }, idempotencyKey: `${key}-api` })));
+    expect(new Set(ids).size).toBe(1);
+  });
+
+  it('writes of several sagas in one statement: a stale epoch is refused for its saga alone', async () => {
+    const steps = parseSagaSteps(ORDER_STEPS.slice(0, 1));
+    const made = await insertSagas(db, [0, 1, 2].map((n) => ({ sagaType: 'fence', orchestrator: 't', version: 'x', steps, context: { n } })));
+    const ids = made.map((r) => (r as { id: string }).id);
+    const claimed = (await claimSagas(db, 'proc-c', 60_000, ids.map((id) => ({ id, startStep: null })))).map((c) => c!);
+    expect(claimed.map((c) => c.id)).toEqual(ids);
+    const rs = await writeSagas(
+      db,
+      claimed.map((c, i) => ({ sagaId: c.id, epoch: i === 1 ? c.epoch - 1 : c.epoch, owner: 'proc-c', leaseMs: 60_000, step: { name: 'reserve', change: 'start' as const }, saga: { release: false } })),
+    );
+    expect(rs[1]).toBeInstanceOf(FencedError);
+    expect(rs.filter((r) => !(r instanceof Error))).toHaveLength(2);
+    const { rows } = await db.query('SELECT saga_id, attempts FROM saga_steps WHERE saga_id = ANY($1)', [ids]);
+    expect(Object.fromEntries(rows.map((r) => [r.saga_id, r.attempts]))).toEqual({ [ids[0]!]: 1, [ids[1]!]: 0, [ids[2]!]: 1 });
   });
 });

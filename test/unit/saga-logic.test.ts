@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compileCondition, ConditionError, parseSagaSteps, sagaStages, stepsDigest } from '../../queues/index.js';
 import { inlineNext, planCompensation, planForward } from '../../actors/saga-coordinator/plan.js';
+import { Batcher } from '../../actors/saga-coordinator/batcher.js';
 import type { StepState } from '../../actors/saga-coordinator/store.js';
 import { ValidationError } from '../../runtime/index.js';
 
@@ -134,5 +135,49 @@ describe('saga planning', () => {
     states.set('b', st('running'));
     expect(inlineNext(planForward([['a'], ['b']], states, new Set()), states, here)).toBeUndefined();
     expect(inlineNext({ kind: 'compensate', steps: ['a'] }, states, here)).toBeUndefined();
+  });
+});
+
+describe('Batcher (group commit of saga statements)', () => {
+  it('sends calls made together as one batch, never two of one key in a batch, and fails only the item that failed', async () => {
+    const batches: string[][] = [];
+    const b = new Batcher<string, string>({
+      run: async (items) => {
+        batches.push(items);
+        return items.map((i) => (i.startsWith('bad') ? new Error(`no ${i}`) : i.toUpperCase()));
+      },
+      runOne: async (i) => {
+        batches.push([i]);
+        return i.toUpperCase();
+      },
+      shape: () => 's',
+      key: (i) => i.slice(0, 1),
+      maxBatch: 10,
+      maxInFlight: 1,
+    });
+    const rs = await Promise.allSettled(['a1', 'b1', 'a2', 'bad'].map((i) => b.add(i)));
+    expect(rs.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual(['A1', 'B1', 'A2', 'no bad']);
+    // a2 and bad share a key with a1 and b1: they wait for the next batch.
+    expect(batches).toEqual([['a1', 'b1'], ['a2', 'bad']]);
+  });
+
+  it('when the statement fails as a whole, each item is retried alone', async () => {
+    const alone: string[] = [];
+    const b = new Batcher<string, string>({
+      run: async () => {
+        throw new Error('deadlock detected');
+      },
+      runOne: async (i) => {
+        alone.push(i);
+        if (i === 'y') throw new Error('y refused');
+        return i;
+      },
+      shape: () => 's',
+      maxBatch: 10,
+      maxInFlight: 1,
+    });
+    const rs = await Promise.allSettled(['x', 'y', 'z'].map((i) => b.add(i)));
+    expect(rs.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(alone.sort()).toEqual(['x', 'y', 'z']);
   });
 });
