@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { ConfigError } from './errors.js';
 
+/** DuckDB's memory limit when DUCKDB_MEMORY_LIMIT is not set. */
+export const DEFAULT_DUCKDB_MEMORY_LIMIT = '256MB';
+
 /**
  * Process configuration, read once from the environment at start and validated
  * (DESIGN rule 9). A bad value stops the process naming the variable, the value
@@ -187,7 +190,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: e.DATABASE_URL,
     duckdb: {
       path: e.DUCKDB_DATABASE_PATH ?? './data/analytics.duckdb',
-      memoryLimit: e.DUCKDB_MEMORY_LIMIT?.trim() || undefined,
+      // DuckDB's own default is 80% of the machine's RAM; the process's peak memory should not
+      // depend on the size of the copy (DuckDB evicts and spills past the limit).
+      memoryLimit: e.DUCKDB_MEMORY_LIMIT?.trim() || DEFAULT_DUCKDB_MEMORY_LIMIT,
       threads: e.DUCKDB_WORKER_THREADS,
     },
     logLevel: e.LOG_LEVEL,

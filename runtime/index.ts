@@ -19,3 +19,4 @@ export { checkReadiness, type Readiness } from './readiness.js';
 export { createRedis, createPgPool, openDuckDb, withTimeout, type DuckDb } from './connections.js';
 export type { RuntimeServices } from './services.js';
 export type { StatsSection, ReadinessCheck, CapabilityExtension } from './extensions.js';
+export { collectGarbageAbove } from './heap.js';

@@ -2,7 +2,7 @@ import { DelayedError, UnrecoverableError, WaitingError, type Job, type Queue } 
 import type pg from 'pg';
 import { cdcApplyQueue, compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
 import { dualWriteQueue, tableSyncQueue, type DualWriteJob, type TableSyncJob } from '../../queues/dual-write.js';
-import { backoffDelay, ConcordError, createPgPool, errorMessage, Mailbox, singleton, type Actor, type ActorContext, type Logger } from '../../runtime/index.js';
+import { backoffDelay, collectGarbageAbove, ConcordError, createPgPool, errorMessage, Mailbox, singleton, type Actor, type ActorContext, type Logger } from '../../runtime/index.js';
 import { CdcApplier, type ApplyOutcome } from './cdc-apply.js';
 import { coalesceBatches } from './coalesce.js';
 import type { DualWriterConfig } from './config.js';
@@ -63,22 +63,37 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
 
   /**
    * The head batch joined with the stream batches waiting right behind it (see
-   * coalesceBatches). Their jobs stay in the queue and, when their turn comes, are
-   * skipped as already applied (their lastLsn is at or below the stored one).
+   * coalesceBatches), and the ids of the jobs joined: once the joined transaction has
+   * committed they are removed from the queue (joinedApplied), so they are neither fetched
+   * nor parsed a second time. A crash in between leaves them queued; when their turn comes
+   * they are skipped as already applied (their lastLsn is at or below the stored one).
    */
-  async function withFollowing(batch: CdcApplyBatch, queue: Queue, m: DualWriterMetrics): Promise<CdcApplyBatch> {
+  async function withFollowing(batch: CdcApplyBatch, queue: Queue, m: DualWriterMetrics): Promise<{ batch: CdcApplyBatch; joinedIds: string[] }> {
+    const alone = { batch, joinedIds: [] };
     const max = config.cdcApplyMaxChanges;
-    if (batch.kind !== 'stream' || batch.changes.length >= max) return batch;
+    if (batch.kind !== 'stream' || batch.changes.length >= max) return alone;
     // Already applied (joined into an earlier transaction): skip it without peeking, or every
     // skipped job would re-join the rest of the run and apply one new batch at a time.
     const applied = report.appliedLsn[batch.slot];
-    if (applied && compareLsn(batch.lastLsn, applied) <= 0) return batch;
+    if (applied && compareLsn(batch.lastLsn, applied) <= 0) return alone;
     const peek = Math.min(100, Math.ceil(max / Math.max(1, batch.changes.length)));
-    // Oldest first (asc): the order the worker would take them in.
+    // Oldest first (asc): the order the worker would take them in. A job without a batch
+    // ends the run: what follows it must not be applied before it is dealt with.
     const waiting = (await queue.getJobs(['wait'], 0, peek - 1, true)) as Array<Job<CdcApplyBatch>>;
-    const { batch: joined, joined: n } = coalesceBatches(batch, waiting.map((j) => j.data).filter((d) => d && Array.isArray(d.changes)), max);
+    const usable = waiting.findIndex((j) => !j.data || !Array.isArray(j.data.changes) || !j.id);
+    const candidates = usable < 0 ? waiting : waiting.slice(0, usable);
+    const { batch: joined, joined: n } = coalesceBatches(batch, candidates.map((j) => j.data), max);
     if (n > 0) m.cdcBatchesCoalesced.inc(n);
-    return joined;
+    return { batch: joined, joinedIds: candidates.slice(0, n).map((j) => j.id!) };
+  }
+
+  /**
+   * Removes jobs whose batches were applied inside an earlier job's transaction. Only jobs
+   * still waiting are removed (BullMQ refuses active ones); `cdc.apply` runs one job at a time
+   * queue-wide, so none of these is being worked on. A failed removal only costs a skip later.
+   */
+  async function joinedApplied(queue: Queue, ids: readonly string[]): Promise<void> {
+    await Promise.all(ids.map((id) => queue.remove(id, { removeChildren: false }).catch(() => 0)));
   }
 
   async function applyInOrder(batch: CdcApplyBatch, job: Job, log: Logger, applier: CdcApplier, m: DualWriterMetrics, queue: Queue): Promise<ApplyOutcome> {
@@ -92,9 +107,13 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
       try {
         // Coalescing is an optimisation: if the peek fails, the head batch alone is applied; a
         // retry applies the head alone too, so a bad batch behind it does not hold it back.
-        const work = attempt === 0 ? await withFollowing(batch, queue, m).catch(() => batch) : batch;
+        const { batch: work, joinedIds } = attempt === 0 ? await withFollowing(batch, queue, m).catch(() => ({ batch, joinedIds: [] })) : { batch, joinedIds: [] };
         const out = await applier.apply(work);
         end();
+        await joinedApplied(queue, joinedIds);
+        // Between transactions nearly all of the batch is garbage: collect it now rather than
+        // let old space grow to several times the live data (the writer's peak memory).
+        if (collectGarbageAbove(config.cdcApplyHeapSoftLimitMb * 1_048_576)) m.heapCollections.inc();
         m.cdcChanges.inc({ result: 'applied' }, out.applied);
         m.cdcChanges.inc({ result: 'skipped' }, out.skipped);
         m.cdcRowsWritten.inc(out.written);

@@ -36,6 +36,8 @@ export interface DualWriterConfig {
   breakerHalfOpenMs: number;
   /** Most CDC row changes applied in one DuckDB transaction when several cdc.apply batches wait (coalescing; at or below the reader's batch size turns it off). @defaultValue 50000 (changes) */
   cdcApplyMaxChanges: number;
+  /** V8 heap size above which the writer collects garbage between CDC transactions (0: leave it to V8). @defaultValue 64 (MB) */
+  cdcApplyHeapSoftLimitMb: number;
   /** Lease TTL of the DuckDB writer: failover time after the holder dies. @defaultValue 10000 (ms) */
   leaseTtlMs: number;
 }
@@ -67,6 +69,7 @@ export function loadDualWriterConfig(env: NodeJS.ProcessEnv = process.env): Dual
     breakerThreshold: read.int('DATA_SYNC_BREAKER_THRESHOLD', 5, 1, 1000),
     breakerHalfOpenMs: read.int('DATA_SYNC_BREAKER_HALF_OPEN_MS', 10_000, 100, 600_000),
     cdcApplyMaxChanges: read.int('CDC_APPLY_MAX_CHANGES', 50_000, 1, 1_000_000),
+    cdcApplyHeapSoftLimitMb: read.int('CDC_APPLY_HEAP_SOFT_LIMIT_MB', 64, 0, 65_536),
     leaseTtlMs: read.int('DATA_SYNC_LEASE_TTL_MS', 5_000, 1_000, 120_000),
   };
   read.done();

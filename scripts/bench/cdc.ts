@@ -33,6 +33,7 @@ import { startRedis } from '../services/redis.js';
 import { startFixture, type Child } from '../../test/support/child.js';
 import { BENCH_TABLE, createBenchTable, percentile, seeded, Workload } from './cdc-workload.js';
 import { printTable, round, scaled, SCALE } from './support.js';
+import { procStat } from './proc.js';
 
 const N = scaled(1_000_000, 2_000);
 const LOAD_SECONDS = Math.max(5, Math.round(20 * SCALE));
@@ -42,6 +43,32 @@ const SLOT = 'bench_cdc_slot';
 const PREFIX = 'bench-cdc';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = createLogger('warn');
+
+/**
+ * Where the writer's memory is at its highest sampled RSS: V8 heap, memory outside the
+ * heap that V8 knows of (Buffers), and the rest (DuckDB, allocator, code), in MB; from
+ * /proc and the process's own /metrics every 250 ms.
+ */
+function sampleMemory(pid: number, port: number): { stop(): Record<string, number> } {
+  let peak: Record<string, number> = {};
+  const mb = (bytes: number) => round(bytes / 1048576, 1);
+  const timer = setInterval(() => {
+    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    if (rss <= (peak.rss_mb ?? 0) * 1048576) return;
+    void fetch(`http://127.0.0.1:${port}/metrics`)
+      .then((r) => r.text())
+      .then((text) => {
+        const metric = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+        const heapTotal = metric('concord_nodejs_heap_size_total_bytes');
+        const external = metric('concord_nodejs_external_memory_bytes');
+        if (rss > (peak.rss_mb ?? 0) * 1048576) {
+          peak = { rss_mb: mb(rss), heap_used_mb: mb(metric('concord_nodejs_heap_size_used_bytes')), heap_total_mb: mb(heapTotal), external_mb: mb(external), other_mb: mb(rss - heapTotal - external) };
+        }
+      })
+      .catch(() => undefined);
+  }, 250);
+  return { stop: () => (clearInterval(timer), peak) };
+}
 
 const pgServer = await startPostgres({ mode: 'test' });
 const redisServer = await startRedis({ mode: 'test' });
@@ -135,12 +162,18 @@ try {
   // Timed from the moment both actors are up: the reader streaming and the applier holding DuckDB.
   await Promise.all([streaming(child), writer.waitFor((l) => l.msg === 'dual-writer holds DuckDB', 120_000)]);
   const streamAt = Date.now();
+  const writerPort = Number((await writer.waitFor((l) => l.fixtureEvent === 'ready', 120_000)).port);
+  const writerMemory = sampleMemory(writer.pid, writerPort);
+  // CPU of each process over the catch-up: robust when other work shares the machine.
+  const cpuOf = (pid: number) => procStat(pid)?.cpu ?? NaN;
+  const cpuAtStream = { reader: cpuOf(child.pid), writer: cpuOf(writer.pid) };
   const catchUpBy = Date.now() + Number(process.env.BENCH_CDC_CATCHUP_TIMEOUT_MS ?? 600_000);
   while (compareLsn(await applied(), lastPre) < 0) {
     if (Date.now() > catchUpBy) throw new Error(`the pipeline did not catch up (applied ${await applied()}, needed >= ${lastPre}); worker log tail:\n${child.lines.slice(-20).map((l) => JSON.stringify(l)).join('\n')}`);
     await sleep(20);
   }
   const e2eSeconds = (Date.now() - streamAt) / 1000;
+  const cpuPerChangeUs = { reader: round(((cpuOf(child.pid) - cpuAtStream.reader) / N) * 1e6, 1), writer: round(((cpuOf(writer.pid) - cpuAtStream.writer) / N) * 1e6, 1) };
   const withStartSeconds = (Date.now() - startedAt) / 1000;
 
   // 4. Steady offered load: lag per transaction, commit → applied.
@@ -174,6 +207,7 @@ try {
   lags.sort((a, b) => a - b);
 
   const hwmOf = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+  const writerPeak = writerMemory.stop();
   const readerRssMb = hwmOf(child.pid);
   const writerRssMb = hwmOf(writer.pid);
   const peakRssMb = Math.max(readerRssMb, writerRssMb);
@@ -200,6 +234,8 @@ try {
     { measure: 'bare slot decode (ceiling, baseline)', changes: N, seconds: round(decodeSeconds, 2), 'changes/s': round(ceiling) },
     { measure: `lag at ${round(offeredRate)} changes/s offered`, changes: offered, seconds: LOAD_SECONDS, 'changes/s': `p50 ${round(percentile(lags, 50))} ms, p99 ${round(percentile(lags, 99))} ms` },
   ]);
+  console.log(`CPU per change over the catch-up: reader process ${cpuPerChangeUs.reader} µs, DuckDB writer process ${cpuPerChangeUs.writer} µs`);
+  console.log(`DuckDB writer process at its highest sampled RSS: ${JSON.stringify(writerPeak)}`);
   console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; peak RSS: reader process ${round(readerRssMb)} MB, DuckDB writer process ${round(writerRssMb)} MB (reader-only pass ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
   console.log(
     JSON.stringify({
@@ -217,6 +253,8 @@ try {
       reader_only_rows_per_s: round(N / readerSeconds),
       reader_only_peak_rss_mb: round(readerHwm, 1),
       copy_matches: matches,
+      writer_at_peak: writerPeak,
+      catch_up_cpu_us_per_change: cpuPerChangeUs,
     }),
   );
 } catch (err) {

@@ -21,7 +21,7 @@ describe('config', () => {
       host: '0.0.0.0',
       redisUrl: 'redis://127.0.0.1:6379',
       databaseUrl: undefined,
-      duckdb: { path: './data/analytics.duckdb', memoryLimit: undefined, threads: 2 },
+      duckdb: { path: './data/analytics.duckdb', memoryLimit: '256MB', threads: 2 },
       logLevel: 'info',
       shutdownTimeoutMs: 25_000,
       queuePrefix: 'concord',
