@@ -86,6 +86,7 @@ console.log(`
 Concord is running (role all: ${capabilities.actors.map((a) => a.name).join(', ') || 'no capability actors'}, plus the demo workload)
   control plane  ${url}/            stats   ${url}/api/v1/stats
   Bull Board     ${url}/admin/queues
+  dashboard      ${url}/dashboard   (consistency score per table over time, lag, queue depths, DLQ, alerts)
   metrics        ${url}/metrics       ready   ${url}/ready
   API docs       ${url}/docs          DLQ     ${url}/api/v1/dlq/demo.readings
   Redis          ${services.redis.url}${services.redis.owned ? '' : ' (already running, reused)'}
