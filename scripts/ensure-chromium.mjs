@@ -12,6 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { aptInstall } from './apt-install.mjs';
 
 const APT_PACKAGE = 'chromium';
 export const DEFAULT_CHROMIUM = '/usr/bin/chromium';
@@ -21,15 +22,6 @@ export function chromiumVersion(command = DEFAULT_CHROMIUM) {
   const res = spawnSync(command, ['--version'], { encoding: 'utf8', timeout: 30_000 });
   if (res.error || res.status !== 0) return undefined;
   return `${res.stdout}`.trim().split('\n')[0];
-}
-
-function apt(args) {
-  const res = spawnSync('apt-get', args, {
-    encoding: 'utf8',
-    timeout: 900_000,
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  });
-  return { ok: !res.error && res.status === 0, output: `${res.error?.message ?? ''}${res.stdout ?? ''}${res.stderr ?? ''}`.trim() };
 }
 
 /**
@@ -49,23 +41,7 @@ export function ensureChromium(opts = {}) {
   const found = chromiumVersion();
   if (found) return { executablePath: DEFAULT_CHROMIUM, version: found, installed: false };
 
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (!isRoot) {
-    throw new Error(
-      `Chromium is not installed (${DEFAULT_CHROMIUM}), and installing it needs root. Run: sudo apt-get install -y ${APT_PACKAGE}` +
-        ' (Debian/Ubuntu), or set CHROMIUM=/path/to/chrome; then run the tests again.',
-    );
-  }
-  log(`${DEFAULT_CHROMIUM} not found: apt-get install -y --no-install-recommends ${APT_PACKAGE} (about 100 MB)`);
-  let install = apt(['install', '-y', '--no-install-recommends', APT_PACKAGE]);
-  if (!install.ok) {
-    // A fresh machine's package lists may not know the package yet.
-    log('apt-get install failed; running apt-get update and trying again');
-    const update = apt(['update']);
-    if (!update.ok) throw new Error(`apt-get update failed:\n${update.output.slice(-2000)}`);
-    install = apt(['install', '-y', '--no-install-recommends', APT_PACKAGE]);
-  }
-  if (!install.ok) throw new Error(`apt-get install -y ${APT_PACKAGE} failed:\n${install.output.slice(-2000)}`);
+  aptInstall(APT_PACKAGE, { what: `Chromium (${DEFAULT_CHROMIUM})`, note: 'or set CHROMIUM=/path/to/chrome', log, timeoutMs: 900_000 });
   const version = chromiumVersion();
   if (!version) throw new Error(`${APT_PACKAGE} is installed but \`${DEFAULT_CHROMIUM} --version\` still fails`);
   return { executablePath: DEFAULT_CHROMIUM, version, installed: true };

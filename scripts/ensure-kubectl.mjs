@@ -12,6 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { aptInstall } from './apt-install.mjs';
 
 const APT_PACKAGE = 'kubernetes-client';
 
@@ -20,15 +21,6 @@ export function kubectlVersion(command = 'kubectl') {
   const res = spawnSync(command, ['version', '--client'], { encoding: 'utf8', timeout: 30_000 });
   if (res.error || res.status !== 0) return undefined;
   return `${res.stdout}`.trim().split('\n')[0];
-}
-
-function apt(args) {
-  const res = spawnSync('apt-get', args, {
-    encoding: 'utf8',
-    timeout: 600_000,
-    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-  });
-  return { ok: !res.error && res.status === 0, output: `${res.error?.message ?? ''}${res.stdout ?? ''}${res.stderr ?? ''}`.trim() };
 }
 
 /**
@@ -49,23 +41,7 @@ export function ensureKubectl(opts = {}) {
   const found = kubectlVersion();
   if (found) return { command: 'kubectl', version: found, installed: false };
 
-  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
-  if (!isRoot) {
-    throw new Error(
-      `kubectl is not installed, and installing it needs root. Run: sudo apt-get install -y ${APT_PACKAGE}` +
-        ' (Debian/Ubuntu), or install kubectl from your distribution; then run the tests again.',
-    );
-  }
-  log(`kubectl not found: apt-get install -y ${APT_PACKAGE}`);
-  let install = apt(['install', '-y', '--no-install-recommends', APT_PACKAGE]);
-  if (!install.ok) {
-    // A fresh machine's package lists may not know the package yet.
-    log('apt-get install failed; running apt-get update and trying again');
-    const update = apt(['update']);
-    if (!update.ok) throw new Error(`apt-get update failed:\n${update.output.slice(-2000)}`);
-    install = apt(['install', '-y', '--no-install-recommends', APT_PACKAGE]);
-  }
-  if (!install.ok) throw new Error(`apt-get install -y ${APT_PACKAGE} failed:\n${install.output.slice(-2000)}`);
+  aptInstall(APT_PACKAGE, { what: `kubectl`, note: 'or install kubectl from your distribution', log });
   const version = kubectlVersion();
   if (!version) throw new Error(`${APT_PACKAGE} is installed but \`kubectl version --client\` still fails`);
   return { command: 'kubectl', version, installed: true };
