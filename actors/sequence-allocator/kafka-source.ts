@@ -1,6 +1,7 @@
 import type { Job, Queue, QueueEvents } from 'bullmq';
 import { Kafka, logLevel, type Consumer, type KafkaMessage } from 'kafkajs';
-import { klineOf, klineSchema, splitByLane, MAX_KLINES_PER_JOB, type Kline, type KlinesIngestJob } from '../../queues/index.js';
+import { klineOf, splitByLane, MAX_KLINES_PER_JOB, type Kline, type KlinesIngestJob } from '../../queues/index.js';
+import { parseKline } from '../../queues/klines.js';
 import { backoffDelay, errorMessage, type Logger } from '../../runtime/index.js';
 import { zodIssues } from '../../runtime/validation.js';
 
@@ -35,7 +36,7 @@ export function parseKlineMessage(value: Buffer | string | null): { ok: true; kl
   } catch {
     return { ok: false, reason: 'not JSON' };
   }
-  const parsed = klineSchema.safeParse(klineOf(json));
+  const parsed = parseKline(klineOf(json));
   if (parsed.success) return { ok: true, kline: parsed.data };
   return { ok: false, reason: zodIssues(parsed.error).map((i) => `${i.field}: ${i.reason}`).join('; ') };
 }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { GLOBAL_STREAM, type SequencedKline, type StreamMode } from '../../queues/index.js';
+import { GLOBAL_STREAM, type StreamMode } from '../../queues/index.js';
 
 export interface Range {
   from: number;
@@ -49,70 +49,6 @@ export function splitBySkips(holes: readonly Range[], skips: readonly Range[]): 
 }
 
 const count = (ranges: readonly Range[]) => ranges.reduce((n, r) => n + r.to - r.from + 1, 0);
-
-interface KlineRow {
-  seq: string;
-  symbol: string;
-  t: string;
-  ct: string | null;
-  open: number | null;
-  high: number | null;
-  low: number | null;
-  close: number | null;
-  volume: number | null;
-}
-
-export interface MissedQuery {
-  symbol: string;
-  fromSeq: number;
-  toSeq: number;
-  limit: number;
-}
-
-/**
- * The seed's missed-data response, ordered by sequence: `fromSeq` exclusive, `toSeq`
- * inclusive, `limit` rows per page with `hasMore`. In per-symbol mode it also says which
- * numbers of the page's span have no kline, told apart as `skipped` or `missing`.
- */
-export async function missedKlines(db: pg.Pool, mode: StreamMode, q: MissedQuery) {
-  const rowsQuery = db.query<KlineRow>({
-    name: 'concord-klines-missed',
-    text: `SELECT sequence::text AS seq, symbol, (extract(epoch FROM time) * 1000)::bigint::text AS t, (extract(epoch FROM close_time) * 1000)::bigint::text AS ct,
-                  open, high, low, close, volume
-             FROM market_klines m WHERE m.symbol = $1 AND m.sequence > $2 AND m.sequence <= $3 ORDER BY m.sequence LIMIT $4`,
-    values: [q.symbol, q.fromSeq, q.toSeq, q.limit + 1],
-  });
-  const perSymbol = mode === 'symbol';
-  const [rows, tracker, skips] = await Promise.all([
-    rowsQuery,
-    perSymbol ? db.query<{ last_assigned: string }>(`SELECT last_assigned FROM sequence_tracker WHERE stream = $1`, [q.symbol]) : undefined,
-    perSymbol
-      ? db.query<{ f: string; t: string }>(`SELECT from_seq AS f, to_seq AS t FROM sequence_skips WHERE stream = $1 AND to_seq > $2 AND from_seq <= $3 ORDER BY from_seq`, [q.symbol, q.fromSeq, q.toSeq])
-      : undefined,
-  ]);
-  const hasMore = rows.rows.length > q.limit;
-  const page = hasMore ? rows.rows.slice(0, q.limit) : rows.rows;
-  const data: SequencedKline[] = page.map((r) => {
-    const t = Number(r.t);
-    return {
-      seq: Number(r.seq),
-      symbol: r.symbol,
-      timestamp: t,
-      kline: { t, T: r.ct === null ? (null as unknown as number) : Number(r.ct), s: r.symbol, o: r.open!, h: r.high!, l: r.low!, c: r.close!, v: r.volume! },
-    };
-  });
-  const body: Record<string, unknown> = { symbol: q.symbol, fromSeq: q.fromSeq, toSeq: q.toSeq, count: data.length, data, hasMore };
-  if (perSymbol) {
-    // The span this page speaks for: up to its last row when more follow, else up to toSeq
-    // but not past the last number stamped (later numbers are not issued yet).
-    const assigned = Number(tracker?.rows[0]?.last_assigned ?? 0);
-    const upTo = hasMore ? data[data.length - 1]!.seq : Math.min(q.toSeq, assigned);
-    const ranges = classifyHoles(q.fromSeq, upTo, data.map((d) => d.seq), (skips?.rows ?? []).map((r) => ({ from: Number(r.f), to: Number(r.t) })));
-    body.skipped = ranges.skipped.slice(0, MAX_RANGES);
-    body.missing = ranges.missing.slice(0, MAX_RANGES);
-  }
-  return body;
-}
 
 /**
  * Per symbol: records, with and without a sequence, min/max sequence; and per stream the

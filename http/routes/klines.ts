@@ -3,7 +3,8 @@ import type { ConcordRuntime } from '../../runtime/index.js';
 import { DependencyError, ValidationError } from '../../runtime/index.js';
 import { klineSchema, klinesIngestLane, splitByLane, streamPosition, SYMBOL, type StreamMode } from '../../queues/index.js';
 import { parseInput, type RouteSpec } from '../route.js';
-import { gapReport, missedKlines } from './klines-read.js';
+import { gapReport } from './klines-read.js';
+import { missedKlinesJson } from './klines-missed.js';
 
 /** Klines per POST at most (the body limit is 1 MB). */
 export const MAX_POST_KLINES = 5000;
@@ -77,7 +78,11 @@ export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode; 
       },
       handler: async (ctx) => {
         const q = parseInput(missedQuery, ctx.query, 'query');
-        ctx.body = await missedKlines(db(), opts.mode, q);
+        // JSON text written from the rows' text (see klines-missed.ts). Sent as bytes: it is ASCII
+        // (a SYMBOL-checked symbol, numbers), so latin1 is its UTF-8, and Koa and the socket then
+        // neither measure nor encode 150 kB of string per 1,000-row page.
+        ctx.type = 'application/json';
+        ctx.body = Buffer.from(await missedKlinesJson(db(), opts.mode, q), 'latin1');
       },
     },
     {

@@ -112,6 +112,36 @@ describe('klines API and sequence allocator (HTTP path)', () => {
     expect(unknown).toMatchObject({ status: 200, body: { count: 0, data: [], hasMore: false } });
   });
 
+  it('missed API: the JSON built in PostgreSQL carries every value exactly, in the documented key order', async () => {
+    // Rows as another writer could leave them: awkward floats, no close time, values JSON has no number for.
+    await db.query(
+      `INSERT INTO market_klines (time, symbol, open, high, low, close, volume, sequence, close_time) VALUES
+         ('epoch'::timestamptz + $1::bigint * interval '1 millisecond', 'EX.A-1', 0.1, 1e21, 1e-7, 123456.789012345, 0, 1, 'epoch'::timestamptz + ($1::bigint + 59999) * interval '1 millisecond'),
+         ('epoch'::timestamptz + ($1::bigint + 60000) * interval '1 millisecond', 'EX.A-1', 'NaN', 'Infinity', '-Infinity', NULL, 0.30000000000000004, 2, NULL)`,
+      [T0],
+    );
+    const res = await fetch(`${base}/api/v1/klines/missed?symbol=EX.A-1&fromSeq=0&toSeq=2`);
+    expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+    const body = (await res.json()) as { data: Array<Record<string, unknown> & { kline: Record<string, unknown> }> } & Record<string, unknown>;
+    expect(Object.keys(body)).toEqual(['symbol', 'fromSeq', 'toSeq', 'count', 'data', 'hasMore', 'skipped', 'missing']);
+    expect(Object.keys(body.data[0]!)).toEqual(['seq', 'symbol', 'timestamp', 'kline']);
+    expect(Object.keys(body.data[0]!.kline)).toEqual(['t', 'T', 's', 'o', 'h', 'l', 'c', 'v']);
+    expect(body).toEqual({
+      symbol: 'EX.A-1',
+      fromSeq: 0,
+      toSeq: 2,
+      count: 2,
+      hasMore: false,
+      skipped: [],
+      missing: [],
+      data: [
+        { seq: 1, symbol: 'EX.A-1', timestamp: T0, kline: { t: T0, T: T0 + 59_999, s: 'EX.A-1', o: 0.1, h: 1e21, l: 1e-7, c: 123456.789012345, v: 0 } },
+        { seq: 2, symbol: 'EX.A-1', timestamp: T0 + 60_000, kline: { t: T0 + 60_000, T: null, s: 'EX.A-1', o: null, h: null, l: null, c: null, v: 0.30000000000000004 } },
+      ],
+    });
+    await db.query(`DELETE FROM market_klines WHERE symbol = 'EX.A-1'`); // the gap report test counts symbols
+  });
+
   it('missed API: 400 naming the field for every bad parameter', async () => {
     const cases: Array<[string, string[]]> = [
       ['fromSeq=0&toSeq=5', ['query.symbol']],

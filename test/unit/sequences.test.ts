@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { classifyHoles, splitBySkips } from '../../http/routes/klines-read.js';
 import { sequenced, sequencedJson } from '../../actors/sequence-allocator/ingest.js';
-import { ingestLaneOf, klinesIngestLanes, splitByLane } from '../../queues/index.js';
+import { ingestLaneOf, klineSchema, klinesIngestLanes, klinesIngestQueue, splitByLane } from '../../queues/index.js';
+import { parseKline } from '../../queues/klines.js';
 import { GapTracker, loadSequenceConfig, parseKlineMessage, type MissedPage, type SequencedKline } from '../../actors/sequence-allocator/index.js';
 
 const k = (seq: number, symbol = 'BTCUSDT'): SequencedKline => ({ seq, symbol, timestamp: seq * 60_000, kline: { t: seq * 60_000, T: seq * 60_000 + 59_999, s: symbol, o: 1, h: 2, l: 0.5, c: 1.5, v: seq } });
@@ -41,6 +42,60 @@ describe('kline messages', () => {
     expect(bad({ t: 1.5 })).toMatchObject({ ok: false, reason: expect.stringMatching(/^t: an integer/) });
     expect(bad({ s: 'BTC/USDT' })).toMatchObject({ ok: false, reason: expect.stringMatching(/^s: a symbol/) });
     expect(bad({ o: 'NaN' })).toMatchObject({ ok: false, reason: expect.stringMatching(/^o: /) });
+  });
+});
+
+describe('kline checks written out for the hot path', () => {
+  const good = { t: 1000, T: 1999, s: 'BTCUSDT', o: '1.5', h: 2, l: '1', c: 1.75, v: '0' };
+  const variants: unknown[] = [
+    good,
+    { ...good, extra: 1, seq: 5 },
+    null,
+    [],
+    'kline',
+    { ...good, s: 'BTC/USDT' },
+    { ...good, s: 'A'.repeat(21) },
+    { ...good, s: 5 },
+    { ...good, t: 1.5 },
+    { ...good, t: -1 },
+    { ...good, t: 8.64e15 + 1 },
+    { ...good, t: 8.64e15, T: 8.64e15 },
+    { ...good, t: 2 ** 60, T: 2 ** 60 },
+    { ...good, t: '1000' },
+    { ...good, T: 999 },
+    { ...good, h: '0.5' },
+    { ...good, o: -1 },
+    { ...good, o: '-1' },
+    { ...good, o: 'NaN' },
+    { ...good, o: '1e400' },
+    { ...good, o: '1e-5' },
+    { ...good, o: '.5' },
+    { ...good, o: '1.' },
+    { ...good, o: ' 1' },
+    { ...good, o: '' },
+    { ...good, o: true },
+    { ...good, o: null },
+    { ...good, v: undefined },
+    { ...good, h: 1e308, l: 0 },
+    { ...good, t: -0, T: 0 },
+  ];
+
+  it('accept exactly what the schema accepts, with the same result', () => {
+    for (const value of variants) {
+      const schema = klineSchema.safeParse(value);
+      const fast = parseKline(value);
+      expect({ value, success: fast.success, data: fast.data }).toEqual({ value, success: schema.success, data: schema.data });
+    }
+  });
+
+  it("a job's klines: checked by hand, and a bad one still named by its field", () => {
+    const stored = { t: 1000, T: 1999, s: 'BTCUSDT', o: 1.5, h: 2, l: 1, c: 1.75, v: 0 };
+    expect(klinesIngestQueue.schema.safeParse({ source: 'kafka', klines: [stored, stored] }).success).toBe(true);
+    const bad = klinesIngestQueue.schema.safeParse({ source: 'kafka', klines: [stored, { ...stored, h: 'x' }, { ...stored, s: 'A B' }, 7] });
+    expect(bad.success).toBe(false);
+    expect(bad.error!.issues.map((i) => i.path.join('.')).sort()).toEqual(['klines.1.h', 'klines.2.s', 'klines.3']);
+    expect(klinesIngestQueue.schema.safeParse({ source: 'kafka', klines: [] }).success).toBe(false);
+    expect(klinesIngestQueue.schema.safeParse({ source: 'kafka', klines: [{ ...stored, o: Number.NaN }] }).success).toBe(false);
   });
 });
 
