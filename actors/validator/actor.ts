@@ -8,6 +8,7 @@ import { ConcordError, errorMessage, Mailbox, type Actor, type ActorContext } fr
 import type { ValidatorConfig } from './config.js';
 import { validatorMetrics, type ValidatorMetrics } from './metrics.js';
 import { processRun } from './run.js';
+import { ChecksumCache } from './checksum-cache.js';
 import { SideClient } from './side-client.js';
 import { duckSideWork, pgSideWork, PG_SESSION_OPTIONS, type SideResult } from './side-work.js';
 import { deleteOldRuns } from './store.js';
@@ -89,12 +90,13 @@ export function validatorActor(config: ValidatorConfig): Actor {
       sidePool = new pg.Pool({ connectionString: services.config.databaseUrl!, max: config.segmentConcurrency + 1, options: PG_SESSION_OPTIONS, connectionTimeoutMillis: 5_000 });
       sidePool.on('error', () => undefined);
       const pool = sidePool;
+      const checksumCache = new ChecksumCache(config.checksumCacheBuckets);
       sides = new SideClient(services, config.sideTimeoutMs);
       const runDeps = { db: services.pg(), redis: services.redis, prefix: services.config.queuePrefix, sides, dualwrite: services.queues.queue(dualWriteQueue.name), config, metrics: m };
       const deps = mailboxDeps(ctx);
       // A run waits on its side jobs for long stretches: a long lock, renewed by BullMQ meanwhile.
       const runs = new Mailbox<ValidateRunJob>(validateRunQueue, (data, job, log) => processRun(data, job, log, runDeps), deps, { concurrency: 2, lockDurationMs: 60_000 });
-      const pgSide = new Mailbox<SideWork>(validatePgQueue, (w) => sideJob(() => pgSideWork(pool, w), m, 'postgres'), deps, { concurrency: config.segmentConcurrency, lockDurationMs: 60_000 });
+      const pgSide = new Mailbox<SideWork>(validatePgQueue, (w) => sideJob(() => pgSideWork(pool, w, checksumCache), m, 'postgres'), deps, { concurrency: config.segmentConcurrency, lockDurationMs: 60_000 });
       mailboxes = [pgSide, runs];
       for (const mb of mailboxes) await mb.start((err) => ctx.fail(err));
       const runQueue = services.queues.queue(validateRunQueue.name);

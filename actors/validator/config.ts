@@ -34,6 +34,8 @@ export interface ValidatorConfig {
   maxRowsPerJob: number;
   /** Side jobs (segment checksums) one process works on at once, per side. @defaultValue 2 */
   segmentConcurrency: number;
+  /** PostgreSQL-side sub-segment checksums remembered per process between runs (see checksum-cache.ts); 0 turns it off. @defaultValue 1000000 */
+  checksumCacheBuckets: number;
   /** How long a run waits for one side job. @defaultValue 600000 (ms) */
   sideTimeoutMs: number;
   /** VALIDATOR_BUSINESS_RULES: JSON `{table: [{name, predicate} | {name, aggregate, tolerance?}]}`. */
@@ -114,6 +116,7 @@ export function loadValidatorConfig(env: NodeJS.ProcessEnv = process.env): Valid
     retentionDays: read.int('VALIDATOR_REPORT_RETENTION_DAYS', 30, 1, 3650),
     maxRowsPerJob: read.int('VALIDATOR_MAX_ROWS_PER_JOB', 1_000_000, 1000, 1_000_000_000),
     segmentConcurrency: read.int('VALIDATOR_SEGMENT_CONCURRENCY', 2, 1, 64),
+    checksumCacheBuckets: read.int('VALIDATOR_CHECKSUM_CACHE_BUCKETS', 1_000_000, 0, 100_000_000),
     sideTimeoutMs: read.int('VALIDATOR_SIDE_TIMEOUT_MS', 600_000, 1000, 24 * 3600_000),
     rules: readRules(read, tables),
   };

@@ -46,8 +46,12 @@ export interface Dialect {
   name: 'postgres' | 'duckdb';
   /** Canonical text of column `c` (quoted reference `x`), NULL when the value is NULL. */
   norm(c: SideColumn, x: string, duckType?: string): string;
-  /** A 60-bit integer from an md5 hex string expression (summed per segment). */
-  hash60(md5Hex: string): string;
+  /**
+   * The first 64 bits of an md5 hex string expression as an integer (xor-ed per segment
+   * with `bit_xor`): PostgreSQL gives a signed BIGINT, DuckDB an unsigned UBIGINT; the
+   * side work reads both as unsigned 64-bit, so the same bits compare equal.
+   */
+  hash64(md5Hex: string): string;
   /** An integer key as BIGINT. */
   bigint(x: string): string;
   /** Integer division (DuckDB's `/` is a float division). */
@@ -58,35 +62,57 @@ const trimZeros = (s: string) => `CASE WHEN contains(${s}, '.') THEN rtrim(rtrim
 const duckFloat = (x: string, digits: number) =>
   `CASE WHEN isnan(${x}) THEN 'NaN' WHEN isinf(${x}) THEN CASE WHEN ${x} > 0 THEN 'Infinity' ELSE '-Infinity' END ELSE printf('%.${digits}g', ${x}) END`;
 
-export const postgres: Dialect = {
-  name: 'postgres',
-  norm(c, x) {
-    switch (categoryOf(c.pgType)) {
-      case 'int':
-      case 'float4':
-      case 'float8': // extra_float_digits = 0 on the validator's sessions: %.6g / %.15g
-      case 'bpchar': // char(n) → text drops the padding
-        return `${x}::text`;
-      case 'numeric':
-        return `trim_scale(${x})::text`;
-      case 'bool':
-        return `CASE WHEN ${x} THEN 't' ELSE 'f' END`;
-      case 'timestamp':
-        return `CASE WHEN isfinite(${x}) THEN (extract(epoch FROM ${x}) * 1000000)::bigint::text ELSE ${x}::text END`;
-      case 'date':
-        return `CASE WHEN isfinite(${x}) THEN (${x} - DATE '1970-01-01')::text ELSE ${x}::text END`;
-      case 'bytea':
-        return `encode(${x}, 'hex')`;
-      case 'array':
-        return `array_to_json(${x})::text`;
-      case 'text':
-        return `length(${x}::text)::text || ':' || ${x}::text`;
-    }
-  },
-  hash60: (h) => `('x' || substr(${h}, 1, 15))::bit(60)::bigint`,
-  bigint: (x) => `${x}::bigint`,
-  intDiv: (a, b) => `(${a}) / (${b})`,
-};
+/**
+ * PostgreSQL's spelling. From PostgreSQL 18 on, `bytea` casts to `bigint`, which makes two
+ * hot spots about 2x cheaper per row: a timestamp's microseconds come from its 8-byte binary
+ * form (`timestamptz_send`, microseconds since 2000-01-01) instead of numeric arithmetic on
+ * `extract(epoch ...)`, and the hash's 64 bits from `decode(md5, 'hex')` instead of a
+ * bit-string. Older servers get the equivalent (slower) expressions: the canonical text is
+ * the same on every version.
+ */
+export function postgresDialect(serverVersionNum = 180000): Dialect {
+  const v18 = serverVersionNum >= 180000;
+  const epochUs = (x: string, pgType: string) => {
+    if (!v18) return `(extract(epoch FROM ${x}) * 1000000)::bigint`;
+    const send = / with time zone$/.test(pgType.trim().toLowerCase()) ? 'timestamptz_send' : 'timestamp_send';
+    return `(${send}(${x})::bigint + ${PG_EPOCH_US})`;
+  };
+  return {
+    name: 'postgres',
+    norm(c, x) {
+      switch (categoryOf(c.pgType)) {
+        case 'int':
+        case 'float4':
+        case 'float8': // extra_float_digits = 0 on the validator's sessions: %.6g / %.15g
+        case 'bpchar': // char(n) → text drops the padding
+          return `${x}::text`;
+        case 'numeric':
+          return `trim_scale(${x})::text`;
+        case 'bool':
+          return `CASE WHEN ${x} THEN 't' ELSE 'f' END`;
+        case 'timestamp':
+          return `CASE WHEN isfinite(${x}) THEN ${epochUs(x, c.pgType)}::text ELSE ${x}::text END`;
+        case 'date':
+          return `CASE WHEN isfinite(${x}) THEN (${x} - DATE '1970-01-01')::text ELSE ${x}::text END`;
+        case 'bytea':
+          return `encode(${x}, 'hex')`;
+        case 'array':
+          return `array_to_json(${x})::text`;
+        case 'text':
+          return `length(${x}::text)::text || ':' || ${x}::text`;
+      }
+    },
+    hash64: (h) => (v18 ? `substr(decode(${h}, 'hex'), 1, 8)::bigint` : `('x' || substr(${h}, 1, 16))::bit(64)::bigint`),
+    bigint: (x) => `${x}::bigint`,
+    intDiv: (a, b) => `(${a}) / (${b})`,
+  };
+}
+
+/** 2000-01-01 (PostgreSQL's timestamp origin) in microseconds since 1970-01-01. */
+const PG_EPOCH_US = '946684800000000';
+
+/** The PostgreSQL dialect for the current server (18, the one Concord's harness runs). */
+export const postgres: Dialect = postgresDialect();
 
 export const duckdb: Dialect = {
   name: 'duckdb',
@@ -96,8 +122,17 @@ export const duckdb: Dialect = {
     switch (categoryOf(c.pgType)) {
       case 'int':
         return asText;
-      case 'numeric':
-        return trimZeros(asText);
+      case 'numeric': {
+        const decimal = /^DECIMAL\((\d+),\s*(\d+)\)$/i.exec(duckType.trim());
+        if (!decimal) return trimZeros(asText); // VARCHAR: PostgreSQL's text of an unconstrained numeric
+        const [p, scale] = [Number(decimal[1]), Number(decimal[2])];
+        if (scale === 0) return asText;
+        if (scale > 6) return `rtrim(rtrim(${asText}, '0'), '.')`;
+        // The value at the fewest decimals that hold it exactly (integer arithmetic): about 3x
+        // cheaper than trimming the text, which was half the DuckDB side's text cost.
+        const fewer = Array.from({ length: scale }, (_, k) => `WHEN ${x} = round(${x}, ${k}) THEN CAST(CAST(${x} AS DECIMAL(${p},${k})) AS VARCHAR)`);
+        return `CASE ${fewer.join(' ')} ELSE ${asText} END`;
+      }
       case 'float4':
         return isText ? x : duckFloat(x, 6);
       case 'float8':
@@ -118,14 +153,19 @@ export const duckdb: Dialect = {
         return `CAST(length(${asText}) AS VARCHAR) || ':' || ${asText}`;
     }
   },
-  hash60: (h) => `CAST('0x' || substr(${h}, 1, 15) AS BIGINT)`,
+  hash64: (h) => `CAST('0x' || substr(${h}, 1, 16) AS UBIGINT)`,
   bigint: (x) => `CAST(${x} AS BIGINT)`,
   intDiv: (a, b) => `(${a}) // (${b})`,
 };
 
-/** The row's canonical text: every column's canonical text (or `\N`), joined by `|`. */
+/**
+ * The row's canonical text: every column's canonical text (or `\N`), joined by `|`. DuckDB
+ * builds it with one `concat` (about 30% cheaper there than a chain of `||`); in PostgreSQL
+ * the `||` chain is the cheaper one (`concat` looks each argument's output function up per row).
+ */
 export function rowText(d: Dialect, columns: readonly SideColumn[], duckTypes: Record<string, string> = {}): string {
-  return columns.map((c) => `coalesce(${d.norm(c, quoteIdent(c.name), duckTypes[c.name])}, '\\N')`).join(` || '|' || `);
+  const parts = columns.map((c) => `coalesce(${d.norm(c, quoteIdent(c.name), duckTypes[c.name])}, '\\N')`);
+  return d.name === 'duckdb' ? `concat(${parts.join(`, '|', `)})` : parts.join(` || '|' || `);
 }
 
 /** md5 hex of the row's canonical text. */

@@ -23,6 +23,7 @@ import { duckdb, postgres, rowText } from '../../actors/validator/normalize.js';
 import { PG_SESSION_OPTIONS } from '../../actors/validator/index.js';
 import { startPostgres } from '../services/postgres.js';
 import { startRedis } from '../services/redis.js';
+import { clockTicks, cpuSample, type CpuSample } from './proc.js';
 import { printTable, round, scaled, timed } from './support.js';
 
 const ROWS = scaled(10_000_000, 10_000);
@@ -36,6 +37,16 @@ const COLUMNS = [
   { name: 'flag', pgType: 'boolean', isKey: false },
 ];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** CPU µs per table row of each part (this process: validator + DuckDB; postgres; redis) over a phase. */
+function cpuPerRow(before: CpuSample | undefined, after: CpuSample | undefined): Record<string, number> {
+  if (!before || !after) return {};
+  const out: Record<string, number> = {};
+  for (const [part, ticks] of after.parts) out[part] = round(((ticks - (before.parts.get(part) ?? 0)) / clockTicks / ROWS) * 1e6, 2);
+  out['machine busy'] = round(((after.busy - before.busy) / clockTicks / ROWS) * 1e6, 2);
+  return out;
+}
+const sample = () => cpuSample(new Map(), 'node (validator + DuckDB)');
 
 const pgServer = await startPostgres({ mode: 'test' });
 const redisServer = await startRedis({ mode: 'test' });
@@ -82,6 +93,9 @@ try {
     AUTH_MODE: 'none',
     CONCORD_QUEUE_PREFIX: 'bench-validate',
     DUCKDB_DATABASE_PATH: duckPath,
+    // The k8s writer's setting: planting the differences (an UPDATE through the 10M-key ART
+    // index) ran out of the 256MB default (check (a) before it completed within 256MB).
+    DUCKDB_MEMORY_LIMIT: '1GB',
     LOG_LEVEL: 'warn',
     KAFKA_BROKERS: '',
     DATA_SYNC_ENABLED: 'true',
@@ -103,17 +117,27 @@ try {
   };
   while (!p.runtime.services.duckDbLease.held) await sleep(100);
   await sleep(1000); // the validator follows the lease every 500 ms
+  // Background CPU of the parts while no check runs (pollers, WAL writer...): subtracted mentally from the phases.
+  const idle0 = sample();
+  await sleep(2000);
+  const idle = cpuPerRow(idle0, sample());
+  console.log(`idle CPU over 2 s, µs per table row: ${JSON.stringify(idle)}`);
+  const cpu0 = sample();
   const identical = await timed(check);
+  const cpu1 = sample();
   if (identical.value.status !== 'passed') throw new Error(`identical stores did not pass: ${JSON.stringify(identical.value).slice(0, 500)}`);
 
   const conn: DuckDBConnection = await (await p.runtime.services.duckdb()).instance.connect();
   const planted = Array.from({ length: DIFFS }, (_, i) => Math.floor(((i + 0.5) * ROWS) / DIFFS) + 1);
   await conn.run(`UPDATE bench_items SET name = name || ' (edited)' WHERE id IN (${planted.join(',')})`);
+  const cpu2 = sample();
   const diff = await timed(check);
+  const cpu3 = sample();
   const found = (diff.value.diff_keys as Array<{ key: string }>).map((k) => Number(k.key));
   const allFound = planted.every((k) => found.includes(k)) && found.length === DIFFS;
 
   // Baseline: every row's canonical text from both sides, in key order, compared in Node.
+  const cpu4 = sample();
   const naive = await timed(async () => {
     const duckTypes = Object.fromEntries((await conn.runAndReadAll(`SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'bench_items'`)).getRows().map((r) => [String(r[0]), String(r[1])]));
     const client = new pg.Client({ connectionString: pgServer.url, options: PG_SESSION_OPTIONS });
@@ -149,7 +173,10 @@ try {
     return { differing, compared };
   });
 
+  const cpu5 = sample();
   const s = (x: number) => round(x, 2);
+  const cpu = { identical: cpuPerRow(cpu0, cpu1), diff: cpuPerRow(cpu2, cpu3), naive: cpuPerRow(cpu4, cpu5) };
+  console.log(`CPU µs per table row, by part (robust to other load on the machine): ${JSON.stringify(cpu)}`);
   printTable([
     { phase: 'validator: identical (verdict)', seconds: s(identical.seconds), rows_downloaded: identical.value.details.rowsDownloaded, found: 0 },
     { phase: `validator: ${DIFFS} scattered diffs`, seconds: s(diff.seconds), rows_downloaded: diff.value.details.rowsDownloaded, found: found.length },
@@ -172,8 +199,13 @@ try {
       speedup: round(naive.seconds / diff.seconds, 1),
       speedup_identical: round(naive.seconds / identical.seconds, 1),
       load_s: round(load.seconds, 1),
+      cpu_us_per_row: cpu,
     }),
   );
+} catch (err) {
+  // Printed before the teardown: stopping PostgreSQL under live connections can end the process first.
+  console.error('validate bench failed:', err);
+  process.exitCode = 1;
 } finally {
   await proc?.stop(10_000).catch(() => undefined);
   await db.end().catch(() => undefined);

@@ -9,7 +9,9 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
-import { CHECK_WEIGHTS } from '../../actors/validator/index.js';
+import { CHECK_WEIGHTS, pgSideWork } from '../../actors/validator/index.js';
+import { ChecksumCache } from '../../actors/validator/checksum-cache.js';
+import { duckdb as duckDialect, postgres as pgDialect } from '../../actors/validator/normalize.js';
 import { tableLockKey, withTableLock } from '../../actors/validator/run.js';
 import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
@@ -224,6 +226,54 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
     expect([await a, busy, waited]).toEqual(['a', 'busy', 'c']);
     expect(events).toEqual(['a in', 'a out', 'c in', 'c out']);
     expect(await redis.exists(key)).toBe(0);
+  });
+
+  it('numeric canonical text: DuckDB DECIMALs (trimmed arithmetically) equal PostgreSQL trim_scale', async () => {
+    const values = ['1.50', '10.00', '-0.50', '0.00', '-0.00', '123.45', '100.10', '-7.00', '99999999.99', '0.0001', '-12.3400'];
+    for (const [pgType, duckType] of [['numeric(12,2)', 'DECIMAL(12,2)'], ['numeric(18,4)', 'DECIMAL(18,4)'], ['numeric(20,8)', 'DECIMAL(20,8)']] as const) {
+      const col = { name: 'v', pgType, isKey: false };
+      const rows = values.map((v, i) => `(${i}, '${v}')`).join(', ');
+      const pgText = (await db.query<{ t: string }>(`SELECT ${pgDialect.norm(col, `s::${pgType}`)} AS t FROM (VALUES ${rows}) x(i, s) ORDER BY i`)).rows.map((r) => r.t);
+      const duckText = (await conn.runAndReadAll(`SELECT ${duckDialect.norm(col, 'v', duckType)} AS t FROM (SELECT i, CAST(s AS ${duckType}) AS v FROM (VALUES ${rows}) x(i, s)) ORDER BY i`)).getRows().map((r) => String(r[0]));
+      expect(duckText).toEqual(pgText);
+    }
+  });
+
+  it('PostgreSQL checksums are reused while the rows are unchanged, and rehashed only where a row changed or went', async () => {
+    // Its own table (not copied), with an integer (int4) key: the range scans must use the index.
+    await db.query(`CREATE TABLE cache_probe (id integer PRIMARY KEY, v text, at timestamptz)`);
+    await db.query(`INSERT INTO cache_probe SELECT g, 'v' || g, timestamptz '2024-01-01' + g * interval '1 second' FROM generate_series(1, 5000) g`);
+    const columns = [
+      { name: 'id', pgType: 'integer', isKey: true },
+      { name: 'v', pgType: 'text', isKey: false },
+      { name: 'at', pgType: 'timestamp with time zone', isKey: false },
+    ];
+    const work = { table: 'public.cache_probe', columns, op: 'checksum' as const, lo: '1', hi: '5001', width: '100' };
+    const seen: string[] = [];
+    const spy = new Proxy(db, {
+      get: (t, p) => (p === 'query' ? (q: string | { text: string }, ...rest: unknown[]) => (seen.push(typeof q === 'string' ? q : q.text), t.query(q as never, ...(rest as []))) : Reflect.get(t, p)),
+    });
+    const sorted = (r: { buckets?: Array<{ b: string; n: string; h: string }> }) => [...r.buckets!].sort((a, b) => Number(a.b) - Number(b.b));
+    const hashed = () => seen.splice(0).filter((q) => q.includes('md5('));
+    const cache = new ChecksumCache(10_000);
+
+    const first = await pgSideWork(spy, work, cache);
+    expect(sorted(first)).toEqual(sorted(await pgSideWork(db, work)));
+    expect(cache.buckets).toBe(50);
+    hashed();
+    expect(sorted(await pgSideWork(spy, work, cache))).toEqual(sorted(first));
+    expect(hashed()).toEqual([]); // unchanged: a fingerprint scan only
+
+    await db.query(`UPDATE cache_probe SET v = 'changed' WHERE id = 250`);
+    await db.query(`DELETE FROM cache_probe WHERE id BETWEEN 4901 AND 5000`);
+    const after = await pgSideWork(spy, work, cache);
+    const rehashed = hashed();
+    expect(rehashed).toHaveLength(1);
+    expect(rehashed[0]).toContain('unnest'); // just the moved sub-segments
+    expect(sorted(after)).toEqual(sorted(await pgSideWork(db, work)));
+    expect(sorted(after).filter((b, i) => b.h !== sorted(first)[i]!.h).map((b) => b.b)).toEqual(['2']);
+    expect(sorted(after).map((b) => b.b)).not.toContain('49');
+    await db.query(`DROP TABLE cache_probe`);
   });
 
   it('unknown tables and check types are 400 naming them; reports of unknown runs are 404', async () => {

@@ -20,7 +20,7 @@ function fakeSide(rows: Map<bigint, string>, onLookup?: () => void) {
         for (const [k, h] of inRange(w)) {
           const b = ((k - BigInt(w.lo!)) / BigInt(w.width!)).toString();
           const cur = buckets.get(b) ?? { n: 0, h: 0n };
-          buckets.set(b, { n: cur.n + 1, h: cur.h + BigInt(`0x${h.slice(0, 15)}`) });
+          buckets.set(b, { n: cur.n + 1, h: cur.h ^ BigInt(`0x${h.slice(0, 16)}`) });
         }
         return { buckets: [...buckets].map(([b, v]) => ({ b, n: String(v.n), h: v.h.toString() })) };
       }
