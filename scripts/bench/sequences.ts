@@ -11,22 +11,23 @@
  *     KLINES_INGEST_LANES is passed on to the workers; SEQUENCES_BENCH_WORKER_NODE_OPTIONS sets
  *     their NODE_OPTIONS (e.g. `--require` of a profiler hook; Node 20 refuses --cpu-prof there).
  *     Without Kafka (no Java) the part is skipped and says why.
- * (c) Missed API latency (HTTP, one client, keep-alive) for 1,000-row ranges on a klines table of
+ * (c) Missed API latency (HTTP, one client, keep-alive, the API in a `concord start --role api`
+ *     process of its own; request sent to last byte received) for 1,000-row ranges on a klines table of
  *     10,000,000 rows (100 symbols x 100,000). Baseline: the same kind of ranges read straight
  *     through node-postgres (rows decoded, no HTTP), in the same run.
  * BENCH_SCALE scales every size; SEQUENCES_BENCH_PARTS (default a,b,c) picks parts.
  */
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Kafka, Partitioners, logLevel } from 'kafkajs';
-import { createLogger, loadConfig } from '../../runtime/index.js';
-import { migrateDatabase, selectCapabilities } from '../../cli/capabilities.js';
-import { startProcess } from '../../cli/process.js';
+import { createLogger } from '../../runtime/index.js';
+import { migrateDatabase } from '../../cli/capabilities.js';
 import { startPostgres } from '../services/postgres.js';
 import { startRedis } from '../services/redis.js';
 import { startKafka } from '../services/kafka.js';
-import { startFixture } from '../../test/support/child.js';
+import { startConcord, startFixture } from '../../test/support/child.js';
 import { printTable, round, scaled, SCALE } from './support.js';
 import { clockTicks, cpuSample, type CpuSample } from './proc.js';
 
@@ -43,6 +44,20 @@ const PARTS = new Set((process.env.SEQUENCES_BENCH_PARTS ?? 'a,b,c').split(','))
 const note = (m: string) => process.stderr.write(`[sequences bench] ${m}\n`);
 const log = createLogger('silent');
 const FIXTURE = fileURLToPath(new URL('../../test/fixtures/sequence-allocate.ts', import.meta.url));
+
+/** GET `url` over `agent`; resolves with the whole body once its last byte is in, rejects on a non-200. */
+function getBody(agent: http.Agent, url: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`GET ${url}: ${res.statusCode} ${Buffer.concat(chunks).toString()}`))));
+        res.on('error', reject);
+      })
+      .on('error', reject);
+  });
+}
 
 function allocator(env: Record<string, string>): Promise<{ count: number; seconds: number }> {
   return new Promise((resolve, reject) => {
@@ -190,21 +205,29 @@ try {
     await db.query(`INSERT INTO sequence_tracker (stream, last_sequence, last_assigned) SELECT 'S' || s, $2, $2 FROM generate_series(1, $1::int) s ON CONFLICT DO NOTHING`, [TABLE_SYMBOLS, TABLE_PER_SYMBOL]);
     await db.query(`VACUUM ANALYZE market_klines`);
     const env = { REDIS_URL: redisServer.url, DATABASE_URL: url, PORT: '0', HOST: '127.0.0.1', AUTH_MODE: 'none', CONCORD_QUEUE_PREFIX: 'bench-c', LOG_LEVEL: 'silent', KAFKA_BROKERS: '', OUTBOX_ENABLED: 'false', SYNC_EVENTS_ENABLED: 'false' };
-    const api = await startProcess({ config: loadConfig(env), role: 'api', ...selectCapabilities('api', undefined, env), onEscalate: () => undefined });
+    // The API in a process of its own, as deployed (`concord start --role api`): the client's
+    // work (this process) does not share the server's event loop.
+    const api = startConcord(['start', '--role', 'api'], { ...env, LOG_LEVEL: 'info' });
+    const apiUrl = String((await api.waitFor((l) => l.msg === 'listening', 60_000)).url);
     const latencies: number[] = [];
+    // node:http with one keep-alive socket: a thinner client than fetch (undici), so the figure is the API's.
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     let seed = 42;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     for (let i = 0; i < REQUESTS + 50; i++) {
       const symbol = `S${1 + Math.floor(random() * TABLE_SYMBOLS)}`;
       const from = Math.floor(random() * (TABLE_PER_SYMBOL - RANGE));
       const t = process.hrtime.bigint();
-      const res = await fetch(`${api.http.url}/api/v1/klines/missed?symbol=${symbol}&fromSeq=${from}&toSeq=${from + RANGE}&limit=1000`);
-      const body = (await res.json()) as { count: number };
+      const bytes = await getBody(agent, `${apiUrl}/api/v1/klines/missed?symbol=${symbol}&fromSeq=${from}&toSeq=${from + RANGE}&limit=1000`);
+      // Latency = request sent to the last byte received; the client's JSON parse is not the API's.
       const ms = Number(process.hrtime.bigint() - t) / 1e6;
+      const body = JSON.parse(bytes.toString('utf8')) as { count: number };
       if (body.count !== RANGE) throw new Error(`expected ${RANGE} rows, got ${body.count}`);
       if (i >= 50) latencies.push(ms); // the first 50 warm the caches and the connection
     }
-    await api.stop(5_000);
+    agent.destroy();
+    api.kill('SIGTERM');
+    await api.exited;
     // Baseline: the same kind of ranges read straight through node-postgres (rows decoded into
     // objects, no HTTP, no JSON), the floor the API's time is measured against.
     const direct: number[] = [];
