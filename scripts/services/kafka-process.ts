@@ -49,7 +49,9 @@ export class KafkaProcess {
   async format(): Promise<void> {
     // Kafka cluster ids are 16 random bytes, base64url without padding (what `random-uuid` prints).
     const clusterId = randomBytes(16).toString('base64url');
-    const args = [...this.opts.jvmArgs, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', this.opts.configPath];
+    // `--cluster-id=<id>` in one argument: an id may start with '-' (base64url), which the
+    // tool's argument parser would otherwise take for an option (about 1 run in 64 failed so).
+    const args = [...this.opts.jvmArgs, 'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', this.opts.configPath];
     const res = await runCaptured(this.opts.java, args);
     if (res.code !== 0) {
       throw new Error(`kafka StorageTool format failed (exit ${res.code}):\n${tailLines(res.output, LOG_TAIL_LINES)}`);
