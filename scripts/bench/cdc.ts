@@ -16,7 +16,7 @@
  *    source (count and sums).
  * BENCH_SCALE scales the change count and the load duration.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -33,7 +33,7 @@ import { startRedis } from '../services/redis.js';
 import { startFixture, type Child } from '../../test/support/child.js';
 import { BENCH_TABLE, createBenchTable, percentile, seeded, Workload } from './cdc-workload.js';
 import { printTable, round, scaled, SCALE } from './support.js';
-import { procStat } from './proc.js';
+import { procPeakRss, procRss, procStat } from './proc.js';
 
 const N = scaled(1_000_000, 2_000);
 const LOAD_SECONDS = Math.max(5, Math.round(20 * SCALE));
@@ -53,7 +53,7 @@ function sampleMemory(pid: number, port: number): { stop(): Record<string, numbe
   let peak: Record<string, number> = {};
   const mb = (bytes: number) => round(bytes / 1048576, 1);
   const timer = setInterval(() => {
-    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+    const rss = procRss(pid) ?? 0;
     if (rss <= (peak.rss_mb ?? 0) * 1048576) return;
     void fetch(`http://127.0.0.1:${port}/metrics`)
       .then((r) => r.text())
@@ -148,7 +148,7 @@ try {
   const status = async () => JSON.parse((await redis.get(readerStatusKey(`${PREFIX}-ro`, 'bench_reader_only'))) ?? '{}') as Partial<ReaderStatus>;
   for (let s = await status(); !((s.changesRead ?? 0) >= N && s.pendingBatches === 0); s = await status()) await sleep(20);
   const readerSeconds = (Date.now() - readerAt) / 1000;
-  const readerHwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
+  const readerHwm = (procPeakRss(child.pid) ?? NaN) / 1048576;
   child.kill('SIGTERM');
   await child.exited;
   await db.query(`SELECT pg_drop_replication_slot('bench_reader_only')`);
@@ -206,7 +206,7 @@ try {
   clearInterval(poller);
   lags.sort((a, b) => a - b);
 
-  const hwmOf = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
+  const hwmOf = (pid: number) => (procPeakRss(pid) ?? NaN) / 1048576;
   const writerPeak = writerMemory.stop();
   const readerRssMb = hwmOf(child.pid);
   const writerRssMb = hwmOf(writer.pid);

@@ -12,15 +12,21 @@ export const clockTicks = (() => {
   }
 })();
 
-/** Peak resident memory (VmHWM) of a live process, in bytes. */
-export function procPeakRss(pid: number): number | undefined {
+/** A memory field of /proc/<pid>/status (VmHWM, VmRSS) of a live process, in bytes. */
+function statusBytes(pid: number, field: 'VmHWM' | 'VmRSS'): number | undefined {
   try {
-    const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    const kb = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
     return kb === undefined ? undefined : Number(kb) * 1024;
   } catch {
     return undefined;
   }
 }
+
+/** Peak resident memory (VmHWM) of a live process, in bytes. */
+export const procPeakRss = (pid: number): number | undefined => statusBytes(pid, 'VmHWM');
+
+/** Resident memory now (VmRSS) of a live process, in bytes. */
+export const procRss = (pid: number): number | undefined => statusBytes(pid, 'VmRSS');
 
 /** Parent pid, CPU seconds of all its threads, and of the children it has reaped. */
 export function procStat(pid: number): { ppid: number; cpu: number; reaped: number } | undefined {
