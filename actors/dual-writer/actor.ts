@@ -107,7 +107,8 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
       try {
         // Coalescing is an optimisation: if the peek fails, the head batch alone is applied; a
         // retry applies the head alone too, so a bad batch behind it does not hold it back.
-        const { batch: work, joinedIds } = attempt === 0 ? await withFollowing(batch, queue, m).catch(() => ({ batch, joinedIds: [] })) : { batch, joinedIds: [] };
+        const alone = { batch, joinedIds: [] };
+        const { batch: work, joinedIds } = attempt === 0 ? await withFollowing(batch, queue, m).catch(() => alone) : alone;
         const out = await applier.apply(work);
         end();
         await joinedApplied(queue, joinedIds);
