@@ -1,5 +1,5 @@
 import type { SideWork } from '../../queues/validate.js';
-import { pgTable, quoteIdent, rowMd5, type Dialect } from './normalize.js';
+import { pgTable, quoteIdent, rowHash64, type Dialect } from './normalize.js';
 
 /** One sub-segment's count and checksum (unsigned 64-bit text), as the checksum op returns it. */
 export interface Bucket {
@@ -81,7 +81,7 @@ export async function cachedChecksum(query: Query, cache: ChecksumCache, d: Dial
   const key = JSON.stringify([w.table, meta[1], w.columns, w.lo, w.hi, w.width]);
   const table = pgTable(w.table);
   const keyCol = quoteIdent(w.columns.find((c) => c.isKey)!.name);
-  const hash = d.hash64(rowMd5(d, w.columns));
+  const hash = rowHash64(d, w.columns);
   const params = [w.lo, w.hi, w.width];
   const full = async () => {
     const rows = await query(

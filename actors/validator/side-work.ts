@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { NotFoundError, ValidationError } from '../../runtime/index.js';
 import type { SideColumn, SideWork } from '../../queues/validate.js';
 import { cachedChecksum, type ChecksumCache } from './checksum-cache.js';
-import { duckdb, duckTable, pgTable, postgresDialect, quoteIdent, rowMd5, type Dialect } from './normalize.js';
+import { duckdb, duckTable, pgTable, postgresDialect, quoteIdent, rowHash64, rowMd5, type Dialect } from './normalize.js';
 
 /** What one side returns for each op (JSON: it travels back as the job's return value). */
 export interface SideResult {
@@ -55,7 +55,7 @@ async function run(side: Side, w: SideWork): Promise<SideResult> {
     case 'checksum': {
       const rows = await query(
         `SELECT CAST(b AS VARCHAR), CAST(count(*) AS VARCHAR), CAST(bit_xor(h) AS VARCHAR) FROM (
-           SELECT ${d.intDiv(`${k} - CAST($1 AS BIGINT)`, 'CAST($3 AS BIGINT)')} AS b, ${d.hash64(md5)} AS h
+           SELECT ${d.intDiv(`${k} - CAST($1 AS BIGINT)`, 'CAST($3 AS BIGINT)')} AS b, ${rowHash64(d, w.columns, side.duckTypes)} AS h
              FROM ${table} WHERE ${kw} >= CAST($1 AS BIGINT) AND ${kw} < CAST($2 AS BIGINT)) s GROUP BY b`,
         [need(w.lo, 'lo'), need(w.hi, 'hi'), need(w.width, 'width')],
       );

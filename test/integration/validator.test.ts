@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { CHECK_WEIGHTS, pgSideWork } from '../../actors/validator/index.js';
 import { ChecksumCache } from '../../actors/validator/checksum-cache.js';
-import { duckdb as duckDialect, postgres as pgDialect } from '../../actors/validator/normalize.js';
+import { duckdb as duckDialect, postgres as pgDialect, postgresDialect, rowText } from '../../actors/validator/normalize.js';
 import { tableLockKey, withTableLock } from '../../actors/validator/run.js';
 import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
@@ -237,6 +238,25 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
       const duckText = (await conn.runAndReadAll(`SELECT ${duckDialect.norm(col, 'v', duckType)} AS t FROM (SELECT i, CAST(s AS ${duckType}) AS v FROM (VALUES ${rows}) x(i, s)) ORDER BY i`)).getRows().map((r) => String(r[0]));
       expect(duckText).toEqual(pgText);
     }
+  });
+
+  it('row checksums: PostgreSQL 18, the pre-18 spelling and DuckDB give the same 64 bits; pre-18 canonical text equals 18', async () => {
+    const texts = ['', 'a', '|', '\\N', 'é ü 雪 🙂', 'x'.repeat(1000), '0:|5:item1|1.5'];
+    const rows = texts.map((t, i) => `(${i}, '${t.replace(/'/g, "''")}')`).join(', ');
+    const pre18 = postgresDialect(170000);
+    const fromPg = async (d: typeof pgDialect) =>
+      (await db.query<{ h: string }>(`SELECT (${d.textHash64('s')})::text AS h FROM (VALUES ${rows}) x(i, s) ORDER BY i`)).rows.map((r) => BigInt.asUintN(64, BigInt(r.h)).toString());
+    const fromDuck = (await conn.runAndReadAll(`SELECT CAST(${duckDialect.textHash64('s')} AS VARCHAR) FROM (VALUES ${rows}) x(i, s) ORDER BY i`)).getRows().map((r) => String(r[0]));
+    // Independent of both: bytes 8..15 of the md5 digest, little-endian.
+    const expected = texts.map((t) => createHash('md5').update(t, 'utf8').digest().readBigUInt64LE(8).toString());
+    expect(await fromPg(pgDialect)).toEqual(expected);
+    expect(await fromPg(pre18)).toEqual(expected);
+    expect(fromDuck).toEqual(expected);
+    // The canonical text of every column type of `items` is the same with the pre-18 expressions.
+    const cols = (await db.query<{ name: string; t: string }>(`SELECT attname AS name, format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = 'items'::regclass AND attnum > 0 AND NOT attisdropped`)).rows;
+    const columns = cols.map((c) => ({ name: c.name, pgType: c.t, isKey: c.name === 'id' }));
+    const [{ differing }] = (await db.query<{ differing: string }>(`SELECT count(*)::text AS differing FROM items WHERE ${rowText(pgDialect, columns)} IS DISTINCT FROM ${rowText(pre18, columns)}`)).rows as [{ differing: string }];
+    expect(differing).toBe('0');
   });
 
   it('PostgreSQL checksums are reused while the rows are unchanged, and rehashed only where a row changed or went', async () => {
