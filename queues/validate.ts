@@ -46,13 +46,20 @@ export const sideWorkSchema = z.object({
   /** `schema.table` (the DuckDB side maps it to its copy table). */
   table: z.string().min(3),
   columns: z.array(columnSchema).min(1),
-  /** checksum/rows: the segment `[lo, hi)` of an integer key, as decimal strings. */
+  /**
+   * checksum/rows: the segment `[lo, hi)` as decimal strings: of the key itself for a single
+   * integer key, else of the key's hash kh in `[0, 2^62)` (actors/validator/key-hash.ts).
+   */
   lo: z.string().regex(/^-?\d+$/).optional(),
   hi: z.string().regex(/^-?\d+$/).optional(),
-  /** checksum: key width of one sub-segment. */
+  /** checksum: key width of one sub-segment; rows with `buckets`: the width those are numbered by. */
   width: z.string().regex(/^\d+$/).optional(),
-  /** lookup: key values (text), single-column keys. */
+  /** rows (hashed keys): only these `width`-wide sub-segments of `[lo, hi)`, numbered from `lo`, read in one scan. */
+  buckets: z.array(z.string().regex(/^\d+$/)).max(65_536).optional(),
+  /** lookup: key values (text), single integer key. */
   keys: z.array(z.string()).max(100_000).optional(),
+  /** lookup, any other key: each key's column values as PostgreSQL text, in key-column order. */
+  keyTuples: z.array(z.array(z.string()).min(1)).max(100_000).optional(),
   /** predicate/aggregate: configured SQL; orphans: the foreign key. */
   sql: z.string().max(10_000).optional(),
   fk: z.object({ columns: z.array(z.string()).min(1), refTable: z.string().min(3), refColumns: z.array(z.string()).min(1) }).optional(),
@@ -102,11 +109,12 @@ export async function createValidationRun(db: Queryable, run: { trigger: 'manual
 /**
  * Resyncs exactly `keys` of `table` through the dual-writer: one `dualwrite` recovery leg
  * per key (it copies the key's current PostgreSQL row to DuckDB, or deletes it when gone).
- * Keys are the text values of a single-column primary key.
+ * A key is the PostgreSQL text of a single-column primary key, or the texts of the key
+ * columns in key order.
  */
-export async function enqueueRepair(dualwrite: Queue, table: string, keys: readonly string[]): Promise<number> {
+export async function enqueueRepair(dualwrite: Queue, table: string, keys: ReadonlyArray<string | readonly string[]>): Promise<number> {
   const jobs = keys.map((key) => {
-    const data: DualWriteJob = { operationId: randomUUID(), table, operation: 'recovery', key: [key], consistency: 'eventual', strategy: 'recovery' };
+    const data: DualWriteJob = { operationId: randomUUID(), table, operation: 'recovery', key: typeof key === 'string' ? [key] : [...key], consistency: 'eventual', strategy: 'recovery' };
     return { name: 'recovery', data, opts: { jobId: data.operationId } };
   });
   for (let i = 0; i < jobs.length; i += 1000) await dualwrite.addBulk(jobs.slice(i, i + 1000));

@@ -1,9 +1,11 @@
 import type { QueueDefinition } from '../../queues/definition.js';
 import { dualWriteQueue } from '../../queues/dual-write.js';
-import { CHECK_TYPES, createValidationRun, enqueueRepair, validateRunQueue, type CheckType, type ValidateRunJob } from '../../queues/validate.js';
+import { CHECK_TYPES, createValidationRun, enqueueRepair, validateRunQueue, type CheckType, type SideWork, type ValidateRunJob } from '../../queues/validate.js';
 import { ConflictError, NotFoundError, ValidationError, type RuntimeServices } from '../../runtime/index.js';
 import { readTableShape, unsupportedKey } from './checks.js';
 import { normalizeTable, type ValidatorConfig } from './config.js';
+import { repairKeys } from './key-hash.js';
+import { checkKeys } from './key-input.js';
 import { SideClient } from './side-client.js';
 import { readReport, storedDiffKeys } from './store.js';
 import { latestTableStates } from '../../queues/consistency-reports.js';
@@ -75,9 +77,10 @@ export class ValidatorApi {
     const shape = await readTableShape(this.services.pg(), table!);
     const bad = unsupportedKey(shape);
     if (bad) throw new ValidationError(`table ${table} cannot be compared by key`, [{ field: 'table', reason: bad }]);
-    if (!/^-?\d{1,19}$/.test(primaryKey)) throw new ValidationError('primary_key must be an integer', [{ field: 'primary_key', reason: `the key of ${table} is an integer` }]);
+    const key = await checkKeys(this.services.pg(), shape.columns, [primaryKey], () => 'primary_key');
     const sides = (this.sides ??= new SideClient(this.services, ROW_TIMEOUT_MS));
-    const work = { op: 'lookup' as const, table: table!, columns: shape.columns, keys: [primaryKey] };
+    const base = { op: 'lookup' as const, table: table!, columns: shape.columns };
+    const work: SideWork = key.integer ? { ...base, keys: [primaryKey] } : { ...base, keyTuples: key.tuples };
     const [p, d] = await Promise.all([sides.pg(work), sides.duck(work)]);
     const source = p.detail?.[0];
     const copy = d.detail?.[0];
@@ -102,15 +105,25 @@ export class ValidatorApi {
       if (report.status !== 'completed') throw new ConflictError(`run ${input.runId} is ${report.status}; repair a completed run`, { run_id: input.runId, status: report.status });
       const out = [];
       for (const t of await storedDiffKeys(this.services.pg(), input.runId)) {
-        out.push({ table: t.table, enqueued: await enqueueRepair(dualwrite, t.table, t.keys), differing: t.total, complete: t.keys.length === t.total });
+        // Composite keys are stored as JSON arrays: the dual-writer takes each column's text.
+        const shape = await readTableShape(this.services.pg(), t.table);
+        let keys: Array<string | string[]>;
+        try {
+          keys = repairKeys(shape.columns, t.keys);
+        } catch (err) {
+          throw new ConflictError(`the keys run ${input.runId} stored for ${t.table} no longer fit its primary key: ${(err as Error).message}`, { run_id: input.runId, table: t.table });
+        }
+        out.push({ table: t.table, enqueued: await enqueueRepair(dualwrite, t.table, keys), differing: t.total, complete: t.keys.length === t.total });
       }
       return { run_id: input.runId, tables: out };
     }
     const [table] = this.resolveTables([input.table ?? ''], 'table');
     const keys = input.primaryKeys ?? [];
-    const bad = keys.findIndex((k) => !/^-?\d{1,19}$/.test(k));
-    if (bad >= 0) throw new ValidationError('primary keys must be integers', [{ field: `primary_keys.${bad}`, reason: `not an integer key: ${JSON.stringify(keys[bad])}` }]);
-    return { tables: [{ table, enqueued: await enqueueRepair(dualwrite, table!, keys), differing: keys.length, complete: true }] };
+    const shape = await readTableShape(this.services.pg(), table!);
+    const bad = unsupportedKey(shape);
+    if (bad) throw new ValidationError(`table ${table} cannot be repaired by key`, [{ field: 'table', reason: bad }]);
+    const checked = await checkKeys(this.services.pg(), shape.columns, keys, (i) => `primary_keys.${i}`);
+    return { tables: [{ table, enqueued: await enqueueRepair(dualwrite, table!, checked.integer ? keys : checked.tuples), differing: keys.length, complete: true }] };
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@ import { CHECK_WEIGHTS } from '../../queues/consistency-reports.js';
 export { CHECK_WEIGHTS, consistencyScore } from '../../queues/consistency-reports.js';
 import { dataHash, type DiffKey, type Sides } from './bisect.js';
 import type { BusinessRule, ValidatorConfig } from './config.js';
-import { categoryOf } from './normalize.js';
+import { keyUnsupported } from './key-hash.js';
 
 /** One verdict of a run: one per table and check type, or per rule / foreign key. */
 export interface CheckResult {
@@ -53,12 +53,12 @@ export async function readTableShape(pool: pg.Pool, table: string): Promise<Tabl
   };
 }
 
-/** Why segment work cannot run on this table, or undefined when it can (a single integer primary key). */
+/**
+ * Why the checks cannot run on this table, or undefined when they can: a single integer key
+ * is segmented over its values, any other primary key over its hash (key-hash.ts).
+ */
 export function unsupportedKey(shape: TableShape): string | undefined {
-  const keys = shape.columns.filter((c) => c.isKey);
-  if (keys.length !== 1) return `needs a single-column primary key (has ${keys.length} key columns)`;
-  if (categoryOf(keys[0]!.pgType) !== 'int') return `needs an integer primary key (${keys[0]!.name} is ${keys[0]!.pgType})`;
-  return undefined;
+  return keyUnsupported(shape.columns);
 }
 
 type Base = Pick<CheckResult, 'table' | 'checkType' | 'checkName' | 'weight'>;

@@ -4,8 +4,9 @@ import type { Redis } from 'ioredis';
 import { createValidationRun, enqueueRepair, CHECK_TYPES, type ValidateRunJob } from '../../queues/validate.js';
 import { errorMessage, type Logger } from '../../runtime/index.js';
 import type { Sides } from './bisect.js';
-import { consistencyScore, readTableShape, runCheck, type CheckResult } from './checks.js';
+import { consistencyScore, readTableShape, runCheck, type CheckResult, type TableShape } from './checks.js';
 import type { ValidatorConfig } from './config.js';
+import { repairKeys } from './key-hash.js';
 import type { ValidatorMetrics } from './metrics.js';
 import { finishRun, markRunning, saveResult } from './store.js';
 
@@ -71,8 +72,9 @@ export async function processRun(data: ValidateRunJob, job: Job, log: Logger, de
   let repaired = 0;
   try {
     for (const table of tables) {
+      let shape: TableShape | undefined;
       const outcome = await withTableLock(deps.redis, tableLockKey(deps.prefix, table), runId, config.sideTimeoutMs, async () => {
-        const shape = await readTableShape(db, table);
+        shape = await readTableShape(db, table);
         const results: CheckResult[] = [];
         for (const type of types) {
           const end = deps.metrics.checkSeconds.startTimer({ check_type: type });
@@ -94,9 +96,9 @@ export async function processRun(data: ValidateRunJob, job: Job, log: Logger, de
       all.push(...outcome);
       const tableScore = consistencyScore(outcome);
       if (tableScore !== null) deps.metrics.score.set({ table }, tableScore);
-      if (data.repair) {
+      if (data.repair && shape) {
         const keys = outcome.filter((r) => r.checkType === 'data_hash' && r.status === 'failed').flatMap((r) => r.diffKeys.map((k) => k.key));
-        if (keys.length > 0) repaired += await enqueueRepair(deps.dualwrite, table, keys);
+        if (keys.length > 0) repaired += await enqueueRepair(deps.dualwrite, table, repairKeys(shape.columns, keys));
       }
     }
     const score = consistencyScore(all);

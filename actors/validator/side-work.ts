@@ -3,13 +3,18 @@ import type pg from 'pg';
 import { NotFoundError, ValidationError } from '../../runtime/index.js';
 import type { SideColumn, SideWork } from '../../queues/validate.js';
 import { cachedChecksum, type ChecksumCache } from './checksum-cache.js';
+import { isIntegerKey } from './key-hash.js';
+import { runHashed } from './side-work-hashed.js';
 import { duckdb, duckTable, pgTable, postgresDialect, quoteIdent, rowHash64, rowMd5, type Dialect } from './normalize.js';
 
 /** What one side returns for each op (JSON: it travels back as the job's return value). */
 export interface SideResult {
   bounds?: { n: string; min: string | null; max: string | null };
   buckets?: Array<{ b: string; n: string; h: string }>;
-  /** rows/lookup: [key text, md5 of the canonical row]; lookup adds each column's canonical text and raw value. */
+  /**
+   * rows/lookup: [key text, md5 of the canonical row]; lookup adds each column's canonical text and raw value.
+   * The key text is the integer, or for other keys the PostgreSQL text (a JSON array of the columns' texts for composite keys).
+   */
   rows?: Array<[string, string]>;
   detail?: Array<{ key: string; canonical: Record<string, string | null>; raw: Record<string, unknown> }>;
   violations?: string;
@@ -134,6 +139,8 @@ export async function pgSideWork(pool: pg.Pool, w: SideWork, cache?: ChecksumCac
   const query: Query = async (sql, params) => (await pool.query<Cell[]>({ text: sql, values: params, rowMode: 'array', types: TEXT })).rows;
   const version = await serverVersion(pool);
   const dialect = postgresDialect(version);
+  const side = { dialect, table: pgTable(w.table), query, duckTypes: {} };
+  if (!isIntegerKey(w.columns)) return runHashed(side, w);
   if (w.op === 'checksum' && cache && cache.maxBuckets > 0 && version >= 140000) {
     keyColumn(w.columns);
     need(w.lo, 'lo');
@@ -142,7 +149,7 @@ export async function pgSideWork(pool: pg.Pool, w: SideWork, cache?: ChecksumCac
     const buckets = await cachedChecksum(query, cache, dialect, w);
     if (buckets) return { buckets };
   }
-  return run({ dialect, table: pgTable(w.table), query, duckTypes: {} }, w);
+  return run(side, w);
 }
 
 /** The copy's column types (DuckDB spelling), by column name; throws NotFound when the copy is missing. */
@@ -162,5 +169,6 @@ export async function duckSideWork(conn: DuckDBConnection, w: SideWork): Promise
     const res = await conn.runAndReadAll(sql, params as never);
     return res.getRowsJson().map((r) => r.map((v) => (v === null ? null : typeof v === 'string' ? v : JSON.stringify(v))));
   };
-  return run({ dialect: duckdb, table: duckTable(w.table).sql, query, duckTypes }, w);
+  const side = { dialect: duckdb, table: duckTable(w.table).sql, query, duckTypes };
+  return isIntegerKey(w.columns) ? run(side, w) : runHashed(side, w);
 }

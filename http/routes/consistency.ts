@@ -12,6 +12,8 @@ export interface ConsistencyDeps {
 }
 
 const BASE = '/api/v1/data-sync/consistency';
+/** Longest key text accepted (a text key may be long; the validator checks it against the column's type). */
+const KEY_MAX = 8192;
 const checkBody = z
   .object({
     tables: z.array(z.string().min(1).max(200)).max(500).optional(),
@@ -23,13 +25,25 @@ const repairBody = z
   .object({
     run_id: z.uuid().optional(),
     table: z.string().min(1).max(200).optional(),
-    primary_keys: z.array(z.union([z.string().min(1).max(40), z.number().int()]).transform(String)).min(1).max(100_000).optional(),
+    // One key per item: an integer, the key's text (uuid, text, date...), or for a composite
+    // key a JSON array of its columns' values (or that array's JSON text, as reports show it).
+    primary_keys: z
+      .array(
+        z.union([
+          z.string().max(KEY_MAX),
+          z.number().int().transform(String),
+          z.array(z.union([z.string().max(KEY_MAX), z.number().int()])).min(1).max(32).transform((k) => JSON.stringify(k.map(String))),
+        ]),
+      )
+      .min(1)
+      .max(100_000)
+      .optional(),
   })
   .strict()
   .refine((b) => (b.run_id !== undefined) !== (b.table !== undefined), { message: 'give either run_id, or table with primary_keys', path: ['run_id'] })
   .refine((b) => b.table === undefined || b.primary_keys !== undefined, { message: 'primary_keys is required with table', path: ['primary_keys'] });
 const idParam = z.object({ id: z.uuid() });
-const rowQuery = z.object({ primary_key: z.string().min(1).max(40) });
+const rowQuery = z.object({ primary_key: z.string().max(KEY_MAX) });
 
 /** `/api/v1/data-sync/consistency/*`: runs are enqueued here and done by the validator actor. */
 export function consistencyRoutes(deps: ConsistencyDeps): RouteSpec[] {
@@ -90,7 +104,7 @@ export function consistencyRoutes(deps: ConsistencyDeps): RouteSpec[] {
       auth: true,
       params: [
         { name: 'table', in: 'path', description: 'A checked table', required: true, schema: { type: 'string' } },
-        { name: 'primary_key', in: 'query', description: 'The row\'s primary key', required: true, schema: { type: 'string' } },
+        { name: 'primary_key', in: 'query', description: 'The row\'s primary key: its text (integer, uuid, text, date...), or a JSON array of the key columns\' values for a composite key', required: true, schema: { type: 'string' } },
       ],
       responses: { 200: '`{ consistent, status, differing_columns, postgres, duckdb }`', 400: 'Unknown table or bad key', 503: 'No process serves the DuckDB side' },
       handler: async (ctx) => {
@@ -106,7 +120,11 @@ export function consistencyRoutes(deps: ConsistencyDeps): RouteSpec[] {
       auth: true,
       requestBody: {
         type: 'object',
-        properties: { run_id: { type: 'string', format: 'uuid' }, table: { type: 'string' }, primary_keys: { type: 'array', items: { type: 'string' } } },
+        properties: {
+          run_id: { type: 'string', format: 'uuid' },
+          table: { type: 'string' },
+          primary_keys: { type: 'array', items: { description: 'a key\'s text, or for a composite key an array of its columns\' values (or its JSON text)' } },
+        },
       },
       responses: { 202: '`{ tables: [{ table, enqueued, differing, complete }] }`', 400: 'Bad body', 404: 'No such run', 409: 'The run has not completed' },
       handler: async (ctx) => {
