@@ -56,6 +56,12 @@ export const sideWorkSchema = z.object({
   width: z.string().regex(/^\d+$/).optional(),
   /** rows (hashed keys): only these `width`-wide sub-segments of `[lo, hi)`, numbered from `lo`, read in one scan. */
   buckets: z.array(z.string().regex(/^\d+$/)).max(65_536).optional(),
+  /**
+   * bounds: the row count may be PostgreSQL's planner estimate (scaled to the table's current
+   * size) instead of count(*): data_hash only plans its fan-out with it and takes the exact
+   * counts from its first checksum level, which covers every row anyway.
+   */
+  estimate: z.boolean().optional(),
   /** lookup: key values (text), single integer key. */
   keys: z.array(z.string()).max(100_000).optional(),
   /** lookup, any other key: each key's column values as PostgreSQL text, in key-column order. */

@@ -25,6 +25,8 @@ export interface HashOutcome {
   levels: number;
   /** Keys that differed at first but agreed when read again (in flight through CDC). */
   settledOnRecheck: number;
+  /** Wall-clock milliseconds of each phase: bounds, each bisection level, the recheck. */
+  phaseMs: { bounds: number; levels: number[]; recheck: number };
 }
 
 export interface BisectOptions {
@@ -73,8 +75,11 @@ export function compareRows(source: ReadonlyArray<[string, string]>, copy: Reado
  */
 export async function dataHash(sides: Sides, table: string, columns: SideColumn[], opts: BisectOptions): Promise<HashOutcome> {
   const base = { table, columns };
-  const [pb, db] = await Promise.all([sides.pg({ ...base, op: 'bounds' }), sides.duck({ ...base, op: 'bounds' })]);
-  const out: HashOutcome = { sourceCount: Number(pb.bounds!.n), copyCount: Number(db.bounds!.n), diffs: [], rowsDownloaded: 0, segmentsChecked: 0, levels: 0, settledOnRecheck: 0 };
+  let t0 = Date.now();
+  // PostgreSQL may answer with its row estimate: the first level below covers every row of
+  // both sides, so its counts replace the bounds' counts (exact either way).
+  const [pb, db] = await Promise.all([sides.pg({ ...base, op: 'bounds', estimate: true }), sides.duck({ ...base, op: 'bounds' })]);
+  const out: HashOutcome = { sourceCount: Number(pb.bounds!.n), copyCount: Number(db.bounds!.n), diffs: [], rowsDownloaded: 0, segmentsChecked: 0, levels: 0, settledOnRecheck: 0, phaseMs: { bounds: Date.now() - t0, levels: [], recheck: 0 } };
   const mins = [pb.bounds!.min, db.bounds!.min].filter((v): v is string => v !== null).map(BigInt);
   const maxs = [pb.bounds!.max, db.bounds!.max].filter((v): v is string => v !== null).map(BigInt);
   if (mins.length === 0) return out;
@@ -85,12 +90,15 @@ export async function dataHash(sides: Sides, table: string, columns: SideColumn[
   const hashed = !isIntegerKey(columns);
   while (level.length > 0) {
     out.levels++;
+    t0 = Date.now();
+    const top = out.levels === 1;
     const next: Segment[] = [];
     await Promise.all(
       level.map(async (s) => {
         const range = { lo: s.lo.toString(), hi: s.hi.toString() };
         if (s.n <= opts.threshold) {
           const [p, d] = await Promise.all([sides.pg({ ...base, op: 'rows', ...range }), sides.duck({ ...base, op: 'rows', ...range })]);
+          if (top) [out.sourceCount, out.copyCount] = [p.rows!.length, d.rows!.length];
           out.rowsDownloaded += p.rows!.length + d.rows!.length;
           out.diffs.push(...compareRows(p.rows!, d.rows!));
           return;
@@ -106,9 +114,11 @@ export async function dataHash(sides: Sides, table: string, columns: SideColumn[
         // has no index) and compute kh for every row; measured 1.6-2.2x the CPU with 2 jobs.
         const { source, copy } = await checksums(sides, base, s, width, hashed ? Infinity : maxRowsPerJob);
         out.segmentsChecked++;
-        // Hashed keys: small differing sub-segments are downloaded together (each scan is a full scan).
+        if (top) [out.sourceCount, out.copyCount] = [rowsIn(source), rowsIn(copy)];
+        // Small differing sub-segments are downloaded together: one job per side instead of one per
+        // sub-segment (100 scattered differences were 200 queue round trips, longer than the scan).
         const small: Array<{ b: bigint; n: number }> = [];
-        const differs = (b: bigint, n: number) => (hashed && n <= opts.threshold ? small.push({ b, n }) : next.push(child(s, width, b, n)));
+        const differs = (b: bigint, n: number) => (n <= opts.threshold ? small.push({ b, n }) : next.push(child(s, width, b, n)));
         for (const [b, mine] of source) {
           const o = copy.get(b);
           if (!o || o.n !== mine.n || o.h !== mine.h) differs(b, Math.max(Number(mine.n), Number(o?.n ?? 0)));
@@ -117,19 +127,22 @@ export async function dataHash(sides: Sides, table: string, columns: SideColumn[
         if (small.length > 0) await downloadBuckets(sides, base, s, width, small, out);
       }),
     );
+    out.phaseMs.levels.push(Date.now() - t0);
     level = next;
   }
+  t0 = Date.now();
   if (out.diffs.length > 0) await recheck(sides, base, out, opts.recheckDelayMs);
+  out.phaseMs.recheck = Date.now() - t0;
   out.diffs = sortKeys(columns, out.diffs);
   return out;
 }
 
-/** Rows one batched download of hashed-key sub-segments reads at most (its result crosses Redis). */
+/** Rows one batched download of sub-segments reads at most (its result crosses Redis). */
 const DOWNLOAD_ROWS_PER_JOB = 65_536;
 
 /**
- * `[key, md5]` of many small sub-segments of `s` (hashed keys), compared: one scan per side
- * for up to DOWNLOAD_ROWS_PER_JOB rows, instead of one full scan per sub-segment.
+ * `[key, md5]` of many small sub-segments of `s`, compared: one query per side for up to
+ * DOWNLOAD_ROWS_PER_JOB rows (index range scans for an integer key, one scan for hashed keys).
  */
 async function downloadBuckets(sides: Sides, base: { table: string; columns: SideColumn[] }, s: Segment, width: bigint, small: Array<{ b: bigint; n: number }>, out: HashOutcome): Promise<void> {
   const batches: bigint[][] = [];
@@ -153,6 +166,7 @@ async function downloadBuckets(sides: Sides, base: { table: string; columns: Sid
 }
 
 type Buckets = Map<bigint, { n: string; h: string }>;
+const rowsIn = (b: Buckets) => [...b.values()].reduce((n, v) => n + Number(v.n), 0);
 
 /**
  * Count + checksum of each `width`-wide sub-segment of `s`, on both sides. A segment of

@@ -199,6 +199,7 @@ try {
       speedup: round(naive.seconds / diff.seconds, 1),
       speedup_identical: round(naive.seconds / identical.seconds, 1),
       load_s: round(load.seconds, 1),
+      phase_ms: { identical: identical.value.details.phaseMs, diff: diff.value.details.phaseMs },
       cpu_us_per_row: cpu,
     }),
   );

@@ -10,7 +10,8 @@ import type { DuckDBConnection } from '@duckdb/node-api';
 import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
-import { CHECK_WEIGHTS, pgSideWork } from '../../actors/validator/index.js';
+import { CHECK_WEIGHTS, dataHash, pgSideWork } from '../../actors/validator/index.js';
+import type { SideWork } from '../../queues/validate.js';
 import { ChecksumCache } from '../../actors/validator/checksum-cache.js';
 import { duckdb as duckDialect, postgres as pgDialect, postgresDialect, rowText } from '../../actors/validator/normalize.js';
 import { tableLockKey, withTableLock } from '../../actors/validator/run.js';
@@ -294,6 +295,34 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
     expect(sorted(after).filter((b, i) => b.h !== sorted(first)[i]!.h).map((b) => b.b)).toEqual(['2']);
     expect(sorted(after).map((b) => b.b)).not.toContain('49');
     await db.query(`DROP TABLE cache_probe`);
+  });
+
+  it('data_hash plans with PostgreSQL\'s row estimate but reports exact counts; small differing sub-segments come in one batched download', async () => {
+    // Not copied: both "sides" are this PostgreSQL table and a second one, so only the counting is under test.
+    for (const t of ['est_a', 'est_b']) {
+      await db.query(`CREATE TABLE ${t} (id bigint PRIMARY KEY, v text)`);
+      await db.query(`INSERT INTO ${t} SELECT g, 'v' || g FROM generate_series(1, 150000) g`);
+      await db.query(`VACUUM ANALYZE ${t}`);
+    }
+    // Stale statistics: 10,000 rows gone from a, one changed in b, no ANALYZE since.
+    await db.query(`DELETE FROM est_a WHERE id % 15 = 0`);
+    await db.query(`UPDATE est_b SET v = 'changed' WHERE id = 77777`);
+    const columns = [
+      { name: 'id', pgType: 'bigint', isKey: true },
+      { name: 'v', pgType: 'text', isKey: false },
+    ];
+    const bounds = await pgSideWork(db, { table: 'public.est_a', columns, op: 'bounds', estimate: true });
+    expect(Number(bounds.bounds!.n)).toBeGreaterThan(140_000); // the estimate, not the 140,000 rows
+    expect(bounds.bounds).toMatchObject({ min: '1', max: '149999' }); // 150000 went with every 15th
+    const ops: string[] = [];
+    const side = (table: string) => (w: SideWork) => (ops.push(w.op), pgSideWork(db, { ...w, table }));
+    const out = await dataHash({ pg: side('public.est_a'), duck: side('public.est_b') }, 'public.est_a', columns, { factor: 32, threshold: 256, recheckDelayMs: 0 });
+    expect([out.sourceCount, out.copyCount]).toEqual([140_000, 150_000]);
+    expect(out.diffs).toHaveLength(10_001);
+    expect(out.diffs.filter((d) => d.kind === 'changed').map((d) => d.key)).toEqual(['77777']);
+    // One checksum level; every differing sub-segment (each holds a deleted row) downloaded in batches, not one job each.
+    expect(ops.filter((o) => o === 'rows').length).toBeLessThanOrEqual(2 * Math.ceil((150_000 * 2) / 65_536));
+    for (const t of ['est_a', 'est_b']) await db.query(`DROP TABLE ${t}`);
   });
 
   it('unknown tables and check types are 400 naming them; reports of unknown runs are 404', async () => {

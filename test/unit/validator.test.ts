@@ -24,8 +24,12 @@ function fakeSide(rows: Map<bigint, string>, onLookup?: () => void) {
         }
         return { buckets: [...buckets].map(([b, v]) => ({ b, n: String(v.n), h: v.h.toString() })) };
       }
-      case 'rows':
-        return { rows: inRange(w).map(([k, h]) => [k.toString(), h]) };
+      case 'rows': {
+        // With `buckets`: only the listed sub-segments (numbered by width from lo), as the SQL does.
+        const picked = w.buckets ? new Set(w.buckets) : undefined;
+        const rowsOf = inRange(w).filter(([k]) => !picked || picked.has(((k - BigInt(w.lo!)) / BigInt(w.width!)).toString()));
+        return { rows: rowsOf.map(([k, h]) => [k.toString(), h]) };
+      }
       case 'lookup':
         onLookup?.();
         return { rows: w.keys!.flatMap((k) => (rows.has(BigInt(k)) ? [[k, rows.get(BigInt(k))!] as [string, string]] : [])) };
