@@ -96,7 +96,7 @@ export function postgresDialect(serverVersionNum = 180000): Dialect {
         case 'numeric':
           return `trim_scale(${x})::text`;
         case 'bool':
-          return `CASE WHEN ${x} THEN 't' ELSE 'f' END`;
+          return `CASE WHEN ${x} THEN 't' WHEN NOT ${x} THEN 'f' END`; // NULL stays NULL (then `\N`), never 'f'
         case 'timestamp':
           return `CASE WHEN isfinite(${x}) THEN ${epochUs(x, c.pgType)}::text ELSE ${x}::text END`;
         case 'date':
@@ -152,7 +152,7 @@ export const duckdb: Dialect = {
       case 'bpchar':
         return `rtrim(${asText}, ' ')`;
       case 'bool':
-        return `CASE WHEN ${x} THEN 't' ELSE 'f' END`;
+        return `CASE WHEN ${x} THEN 't' WHEN NOT ${x} THEN 'f' END`; // NULL stays NULL (then `\N`), never 'f'
       case 'timestamp':
         return isText ? x : `CASE WHEN isfinite(${x}) THEN CAST(epoch_us(${x}) AS VARCHAR) ELSE ${asText} END`;
       case 'date':

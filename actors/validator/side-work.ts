@@ -110,7 +110,8 @@ async function run(side: Side, w: SideWork): Promise<SideResult> {
       const keys = need(w.keys, 'keys');
       if (keys.length === 0) return { rows: [], detail: [] };
       const canon = w.columns.map((c, i) => `${d.norm(c, quoteIdent(c.name), side.duckTypes[c.name])} AS ${quoteIdent(`n${i}`)}`);
-      const inList = d.name === 'postgres' ? `${kw} = ANY($1::bigint[])` : `list_contains(CAST($1 AS BIGINT[]), ${k})`;
+      // DuckDB: a semi-join on the key; list_contains per row was a 10M-row scan of ~0.4 s for 100 keys.
+      const inList = d.name === 'postgres' ? `${kw} = ANY($1::bigint[])` : `${k} IN (SELECT unnest(CAST($1 AS BIGINT[])))`;
       const rows = await query(`SELECT ${keyText}, ${md5}, ${canon.join(', ')}, CAST(${d.name === 'postgres' ? 'row_to_json(t)' : 'to_json(t)'} AS VARCHAR) FROM ${table} t WHERE ${inList}`, [d.name === 'postgres' ? keys : `[${keys.join(',')}]`]);
       return {
         rows: rows.map((r) => [r[0]!, r[1]!]),

@@ -141,6 +141,7 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
       UPDATE items SET ratio = 0.1 + 0.2 WHERE id = 600;                         -- 0.30000000000000004 vs 0.3: equal at %.15g
       UPDATE items SET ratio = 0.31 WHERE id = 601;
       UPDATE items SET flag = NOT flag WHERE id = 700;
+      UPDATE items SET flag = NULL WHERE id = 703;                               -- false in PostgreSQL: NULL is not false
       DELETE FROM parents WHERE id = 3;`);
     const report = await runCheck({ tables: ['items', 'parents'] });
     const hash = result(report, 'items', 'data_hash');
@@ -153,6 +154,7 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
       { key: '500', kind: 'changed' },
       { key: '601', kind: 'changed' },
       { key: '700', kind: 'changed' },
+      { key: '703', kind: 'changed' },
       { key: '999999', kind: 'extra_in_copy' },
     ]);
     // Bisected, not downloaded: only small segments were read.
@@ -191,7 +193,7 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
 
     const repair = await call('POST', '/api/v1/data-sync/consistency/repair', { run_id: report.id });
     expect(repair.status).toBe(202);
-    expect(repair.body.tables).toEqual(expect.arrayContaining([{ table: 'public.items', enqueued: 8, differing: 8, complete: true }, { table: 'public.parents', enqueued: 1, differing: 1, complete: true }]));
+    expect(repair.body.tables).toEqual(expect.arrayContaining([{ table: 'public.items', enqueued: 9, differing: 9, complete: true }, { table: 'public.parents', enqueued: 1, differing: 1, complete: true }]));
     await eventually(async () => (expect(await duck('SELECT count(*)::INT AS n FROM items WHERE id IN (100, 999999)')).toEqual([{ n: 1 }]), true), 20_000);
     await eventually(async () => (expect(await duck('SELECT count(*)::INT AS n FROM parents')).toEqual([{ n: 10 }]), true), 20_000);
     const after = await runCheck({ tables: ['items', 'parents'] });
