@@ -101,10 +101,10 @@ const isStoredKline = (k: unknown): k is Kline => {
   return finite(r.t) && finite(r.T) && finite(r.o) && finite(r.h) && finite(r.l) && finite(r.c) && finite(r.v) && typeof r.s === 'string' && SYMBOL.test(r.s);
 };
 /**
- * The klines of a job (checked by every worker before the handler runs): storedKline's checks,
- * written out, for up to 10,000 klines a job. An element that fails them is run through
- * storedKline for the issues, so errors still name the field (`klines.3.h`). The klines pass
- * through as they are (not copied): the ingest path reads only their eight fields.
+ * The klines of a job in the first format (checked by every worker before the handler runs):
+ * storedKline's checks, written out, for up to 10,000 klines a job. An element that fails them
+ * is run through storedKline for the issues, so errors still name the field (`klines.3.h`). The
+ * klines pass through as they are (not copied): the ingest path reads only their eight fields.
  */
 const storedKlines = z
   .array(z.unknown())
@@ -119,18 +119,118 @@ const storedKlines = z
   })
   .transform((list) => list as Kline[]);
 
-export interface KlinesIngestJob {
-  source: 'kafka' | 'http';
-  /** Validated klines in arrival order: per symbol, sequence order follows this order. */
-  klines: Kline[];
+/** The fields of a kline, in the order a packed job lists them. */
+export const KLINE_FIELDS = ['t', 'T', 's', 'o', 'h', 'l', 'c', 'v'] as const;
+
+/**
+ * Klines packed by field (the job format producers write since issue 7): per field, the values
+ * of every kline in arrival order as ONE string, their text joined by commas
+ * (`t: "1700000000000,1700000000000"`, `s: "BTCUSDT,ETHUSDT"`, `o: "100.1,2000"`). A job of
+ * kline objects cost a JSON.stringify of 10,000 objects in the producer, the same JSON in
+ * BullMQ's and Redis's buffers, and a JSON.parse into 10,000 objects in the worker; eight
+ * strings cost a copy each. The text is what PostgreSQL's array literals and the pub/sub JSON
+ * need, so the worker never turns it into numbers and back.
+ *
+ * The text is canonical: `String(n)` of a validated kline's numbers (so equal values have equal
+ * text, which the batch's (symbol, time) dedup relies on), and symbols matching SYMBOL.
+ */
+export type PackedKlines = Record<(typeof KLINE_FIELDS)[number], string>;
+
+/** Packs validated klines (see PackedKlines). */
+export function packKlines(klines: readonly Kline[]): PackedKlines {
+  const n = klines.length;
+  const t = new Array<string>(n), T = new Array<string>(n), s = new Array<string>(n), o = new Array<string>(n);
+  const h = new Array<string>(n), l = new Array<string>(n), c = new Array<string>(n), v = new Array<string>(n);
+  for (let i = 0; i < n; i++) {
+    const k = klines[i]!;
+    t[i] = String(k.t);
+    T[i] = String(k.T);
+    s[i] = k.s;
+    o[i] = String(k.o);
+    h[i] = String(k.h);
+    l[i] = String(k.l);
+    c[i] = String(k.c);
+    v[i] = String(k.v);
+  }
+  return { t: t.join(','), T: T.join(','), s: s.join(','), o: o.join(','), h: h.join(','), l: l.join(','), c: c.join(','), v: v.join(',') };
 }
+
+/*
+ * What a packed field may hold, checked in one regular-expression pass over the whole string
+ * (no per-kline work): the values go into PostgreSQL array literals and pub/sub JSON as they
+ * are, so a comma, brace, quote or space smuggled in must be refused here. Times: integers
+ * (bigint input) without leading zeros. Amounts: what String() writes for a finite number >= 0
+ * (digits, fraction, exponent), which is also valid JSON and float8 input. Symbols: SYMBOL.
+ */
+const TIME = '(?:0|[1-9]\\d{0,15})';
+const AMOUNT = '(?:0|[1-9]\\d*)(?:\\.\\d+)?(?:e[-+]?\\d{1,3})?';
+const SYMBOL_TEXT = SYMBOL.source.replace(/^\^|\$$/g, '');
+const listOf = (item: string) => new RegExp(`^${item}(?:,${item})*$`);
+const FIELD_TEXT: PackedKlines = { t: TIME, T: TIME, s: SYMBOL_TEXT, o: AMOUNT, h: AMOUNT, l: AMOUNT, c: AMOUNT, v: AMOUNT };
+const FIELD_LIST = Object.fromEntries(KLINE_FIELDS.map((f) => [f, listOf(FIELD_TEXT[f])])) as Record<keyof PackedKlines, RegExp>;
+const FIELD_REASON: PackedKlines = {
+  t: 'integers (epoch ms) joined by commas',
+  T: 'integers (epoch ms) joined by commas',
+  s: 'symbols (1-20 letters, digits, . _ -) joined by commas',
+  o: 'numbers >= 0 joined by commas',
+  h: 'numbers >= 0 joined by commas',
+  l: 'numbers >= 0 joined by commas',
+  c: 'numbers >= 0 joined by commas',
+  v: 'numbers >= 0 joined by commas',
+};
+
+/** Values in a packed field: its commas plus one (no split, no allocation). */
+function valuesIn(text: string): number {
+  let n = 1;
+  for (let i = text.indexOf(','); i !== -1; i = text.indexOf(',', i + 1)) n++;
+  return n;
+}
+
+const packedKlines = z
+  .object(Object.fromEntries(KLINE_FIELDS.map((f) => [f, z.string()])) as Record<keyof PackedKlines, z.ZodString>)
+  .superRefine((p, ctx) => {
+    for (const f of KLINE_FIELDS) if (!FIELD_LIST[f].test(p[f])) ctx.addIssue({ code: 'custom', path: [f], message: FIELD_REASON[f] });
+  });
+
+/** The job: klines in arrival order (per symbol, sequence order follows it), in one of two formats. */
+export type KlinesIngestJob =
+  | {
+      source: 'kafka' | 'http';
+      /** Klines in the job (1 to MAX_KLINES_PER_JOB); every packed field holds this many values. */
+      count: number;
+      packed: PackedKlines;
+    }
+  | {
+      source: 'kafka' | 'http';
+      /** The first format (kline objects), still queued by older producers: accepted, no longer written. */
+      klines: Kline[];
+    };
+
+const packedJob = z
+  .object({ source: z.enum(['kafka', 'http']), count: z.number().int().min(1).max(MAX_KLINES_PER_JOB), packed: packedKlines })
+  .superRefine((job, ctx) => {
+    for (const f of KLINE_FIELDS) {
+      const n = valuesIn(job.packed[f]);
+      if (n !== job.count) ctx.addIssue({ code: 'custom', path: ['packed', f], message: `${n} values; count says ${job.count}` });
+    }
+  });
+const objectsJob = z.object({ source: z.enum(['kafka', 'http']), klines: storedKlines });
+/**
+ * Either format, chosen by the presence of `packed`: a zod union would report a bad job of
+ * either format as "invalid input", where this names the field (`packed.o`, `klines.3.h`).
+ */
+const ingestJob = z.custom<KlinesIngestJob>().superRefine((data, ctx) => {
+  const isPacked = data !== null && typeof data === 'object' && 'packed' in data;
+  const r = (isPacked ? packedJob : objectsJob).safeParse(data);
+  for (const issue of r.success ? [] : r.error.issues) ctx.addIssue({ code: 'custom', message: issue.message, path: issue.path });
+});
 
 export const klinesIngestQueue = defineQueue<KlinesIngestJob>({
   name: 'klines.ingest',
-  description: 'batches of validated klines to stamp with sequences, store in market_klines and publish',
-  schema: z.object({ source: z.enum(['kafka', 'http']), klines: storedKlines }),
-  // A job holds up to 10,000 klines (about 1.5 MB): keep few completed ones. The consumer learns
-  // of completion from the events stream, so it does not need the job kept.
+  description: 'batches of validated klines (packed by field) to stamp with sequences, store in market_klines and publish',
+  schema: ingestJob,
+  // A job holds up to 10,000 klines (about 0.7 MB packed): keep few completed ones. The consumer
+  // learns of completion from the events stream, so it does not need the job kept.
   jobOptions: { attempts: 10, backoff: { type: 'exponential', delay: 500, jitter: 0.5 }, removeOnComplete: { count: 10, age: 300 } },
 });
 

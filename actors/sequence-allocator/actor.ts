@@ -29,7 +29,7 @@ export function sequenceAllocatorActor(config: SequenceConfig): Actor {
   const handler = async (data: KlinesIngestJob, _job: unknown, log: Logger) => {
     const ctx = current!;
     const metrics = sequenceMetrics(ctx.services.metrics.registry);
-    const result = await ingestBatch({ pool: pool!, redis: ctx.services.redis, allocator: allocator!, channelPrefix: config.channelPrefix }, data.klines);
+    const result = await ingestBatch({ pool: pool!, redis: ctx.services.redis, allocator: allocator!, channelPrefix: config.channelPrefix }, 'packed' in data ? data.packed : data.klines);
     metrics.klines.inc({ outcome: 'stored' }, result.stored);
     metrics.klines.inc({ outcome: 'duplicate' }, result.duplicates);
     metrics.klines.inc({ outcome: 'unpublished' }, result.unpublished);

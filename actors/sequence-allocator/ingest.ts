@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { klineChannel, type Kline, type SequencedKline } from '../../queues/index.js';
+import type { PackedKlines } from '../../queues/klines.js';
 import type { SequenceAllocator } from './allocator.js';
 
 export interface IngestResult {
@@ -24,57 +25,102 @@ export interface IngestDeps {
 const TS = `'epoch'::timestamptz + k.t * interval '1 millisecond'`;
 
 /**
- * Stamps, stores and publishes one batch. Runs one batch at a time per ingest lane across
- * all workers (each lane queue's global concurrency is 1) and a stream lives in one lane,
- * so per stream the numbers are stamped, stored and published in one order. Idempotent on
- * (symbol, time): a kline already stored keeps its first sequence and is neither stored
- * nor published again, so a retried or redelivered batch changes nothing. Numbers allocated for a batch that then fails are
- * never used; the next batch records them in sequence_skips.
+ * A batch as the text of each field (kline i is index i of every array): the form both job
+ * formats are turned into, and the form PostgreSQL's array literals and the pub/sub JSON are
+ * written from. The text is canonical (String() of the number), so equal values compare equal.
  */
-export async function ingestBatch(deps: IngestDeps, klines: readonly Kline[]): Promise<IngestResult> {
+interface Columns {
+  /** The job's packed text, when it came packed: a field of the whole batch is then `{${packed.o}}` as is. */
+  packed?: PackedKlines;
+  t: string[];
+  T: string[];
+  s: string[];
+  o: string[];
+  h: string[];
+  l: string[];
+  c: string[];
+  v: string[];
+}
+
+/** The columns of a batch in either job format (see KlinesIngestJob). */
+function columnsOf(batch: readonly Kline[] | PackedKlines): Columns {
+  if (!Array.isArray(batch)) {
+    const p = batch as PackedKlines;
+    return { packed: p, t: p.t.split(','), T: p.T.split(','), s: p.s.split(','), o: p.o.split(','), h: p.h.split(','), l: p.l.split(','), c: p.c.split(','), v: p.v.split(',') };
+  }
+  const klines = batch as readonly Kline[];
+  const col = (f: Exclude<keyof Kline, 's'>) => klines.map((k) => String(k[f]));
+  return { t: col('t'), T: col('T'), s: klines.map((k) => k.s), o: col('o'), h: col('h'), l: col('l'), c: col('c'), v: col('v') };
+}
+
+/**
+ * Stamps, stores and publishes one batch (kline objects, or klines packed by field). Runs one
+ * batch at a time per ingest lane across all workers (each lane queue's global concurrency is
+ * 1) and a stream lives in one lane, so per stream the numbers are stamped, stored and
+ * published in one order. Idempotent on (symbol, time): a kline already stored keeps its first
+ * sequence and is neither stored nor published again, so a retried or redelivered batch
+ * changes nothing. Numbers allocated for a batch that then fails are never used; the next
+ * batch records them in sequence_skips.
+ */
+export async function ingestBatch(deps: IngestDeps, batch: readonly Kline[] | PackedKlines): Promise<IngestResult> {
   const { pool, allocator } = deps;
+  const cols = columnsOf(batch);
+  const received = cols.t.length;
+  // Klines are handled by index into the columns: `unique`, then `fresh`, then `stored`.
   const seen = new Set<string>();
-  const unique: Kline[] = [];
-  for (const k of klines) {
-    const id = `${k.s}\u0000${k.t}`;
+  const unique: number[] = [];
+  for (let i = 0; i < received; i++) {
+    const id = `${cols.s[i]}\u0000${cols.t[i]}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    unique.push(k);
+    unique.push(i);
   }
   const client = await pool.connect();
-  let stamped: Array<Kline & { seq: number }> = [];
+  let stored: number[] = [];
+  const seq: number[] = new Array<number>(received);
+  // The text of each stamped number, written once for the INSERT and the pub/sub message.
+  const seqText: string[] = new Array<string>(received);
   let skipped = 0;
   let failed: Error | undefined;
   try {
-    const fresh = await notStored(client, unique);
+    const fresh = await notStored(client, cols, unique);
     if (fresh.length > 0) {
       // Per stream, arrival order is sequence order.
-      const byStream = new Map<string, Kline[]>();
-      for (const k of fresh) {
-        const stream = allocator.streamOf(k.s);
-        let list = byStream.get(stream);
-        if (!list) byStream.set(stream, (list = []));
-        list.push(k);
-      }
-      const streams = [...byStream.keys()];
-      const firsts = await Promise.all(streams.map((s) => allocator.allocate(s, byStream.get(s)!.length)));
-      // Each stream's range handed out in arrival order (fields copied by name: cheaper than a spread).
+      const streamOf = fresh.map((i) => allocator.streamOf(cols.s[i]!));
+      const counts = new Map<string, number>();
+      for (const stream of streamOf) counts.set(stream, (counts.get(stream) ?? 0) + 1);
+      const streams = [...counts.keys()];
+      const firsts = await Promise.all(streams.map((s) => allocator.allocate(s, counts.get(s)!)));
+      // Each stream's range handed out in arrival order.
       const next = new Map(streams.map((s, i) => [s, firsts[i]!]));
-      stamped = fresh.map((k) => {
-        const stream = allocator.streamOf(k.s);
-        const seq = next.get(stream)!;
-        next.set(stream, seq + 1);
-        return { t: k.t, T: k.T, s: k.s, o: k.o, h: k.h, l: k.l, c: k.c, v: k.v, seq };
-      });
+      for (let j = 0; j < fresh.length; j++) {
+        const n = next.get(streamOf[j]!)!;
+        seq[fresh[j]!] = n;
+        seqText[fresh[j]!] = String(n);
+        next.set(streamOf[j]!, n + 1);
+      }
+      const assign = () => recordAssignment(client, streams, firsts, streams.map((s) => counts.get(s)!));
       await client.query('BEGIN');
       try {
-        skipped = await recordAssignment(client, streams, firsts, streams.map((s) => byStream.get(s)!.length));
-        const inserted = await insertKlines(client, stamped);
+        skipped = await assign();
+        let inserted: Set<string> | undefined;
+        try {
+          await insertKlines(client, cols, seqText, fresh, false);
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== UNIQUE_VIOLATION) throw err;
+          // Another writer stored some of these (symbol, time) since the check: the same
+          // transaction again, keeping its rows (the only case that pays for ON CONFLICT).
+          await client.query('ROLLBACK');
+          await client.query('BEGIN');
+          skipped = await assign();
+          inserted = await insertKlines(client, cols, seqText, fresh, true);
+        }
+        stored = fresh;
         // A writer outside this path stored some (symbol, time) meanwhile: their numbers go unused.
         if (inserted) {
-          const lost = stamped.filter((k) => !inserted.has(`${k.s}\u0000${k.t}`));
-          skipped += await recordSkips(client, lost.map((k) => ({ stream: allocator.streamOf(k.s), from: k.seq, to: k.seq })));
-          stamped = stamped.filter((k) => inserted.has(`${k.s}\u0000${k.t}`));
+          const lost = fresh.filter((i) => !inserted.has(`${cols.s[i]}\u0000${cols.t[i]}`));
+          skipped += await recordSkips(client, lost.map((i) => ({ stream: allocator.streamOf(cols.s[i]!), from: seq[i]!, to: seq[i]! })));
+          stored = fresh.filter((i) => inserted.has(`${cols.s[i]}\u0000${cols.t[i]}`));
         }
         await client.query('COMMIT');
       } catch (err) {
@@ -88,67 +134,78 @@ export async function ingestBatch(deps: IngestDeps, klines: readonly Kline[]): P
   } finally {
     client.release(failed && /connection|terminat/i.test(failed.message) ? failed : undefined);
   }
-  const unpublished = await publish(deps, stamped);
-  return { received: klines.length, stored: stamped.length, duplicates: klines.length - stamped.length, unpublished, skipped };
+  const unpublished = await publish(deps, cols, seqText, stored);
+  return { received, stored: stored.length, duplicates: received - stored.length, unpublished, skipped };
 }
 
 /*
- * Array parameters as PostgreSQL array literals, built here: node-postgres quotes and
- * regex-escapes every element (about ten per kline), work this path does not need. Safe
- * because the values are validated: finite numbers (String() gives digits or exponent form,
- * both valid float8/bigint input) and symbols matching SYMBOL (no quote, backslash, comma
- * or space; quoted anyway so that a symbol spelled NULL stays a string).
+ * Array parameters as PostgreSQL array literals, built here from the fields' text: node-postgres
+ * quotes and regex-escapes every element (about ten per kline), work this path does not need.
+ * Safe because the text is validated (the job schema): numbers as String() writes them (digits,
+ * fraction, exponent: valid float8/bigint input) and symbols matching SYMBOL (no quote,
+ * backslash, comma or space; quoted anyway so that a symbol spelled NULL stays a string).
  */
-function numberArray(values: readonly number[]): string {
-  return `{${values.join(',')}}`;
+function textArray(cols: Columns, field: Exclude<keyof PackedKlines, 's'>, at: readonly number[]): string {
+  // Every kline of a packed job (the common case): its text is the literal's inside already.
+  // `at` lists indexes in increasing order, so all of them means 0..n-1.
+  if (cols.packed && at.length === cols.t.length) return `{${cols.packed[field]}}`;
+  const values = cols[field];
+  return `{${at.map((i) => values[i]!).join(',')}}`;
 }
 
-function symbolArray(values: readonly string[]): string {
-  if (values.length === 0) return '{}';
+function symbolArray(cols: Columns, at: readonly number[]): string {
+  if (at.length === 0) return '{}';
+  const all = cols.packed && at.length === cols.t.length ? cols.packed.s : at.map((i) => cols.s[i]!).join(',');
   // One scan instead of one per element: a quote or backslash would break out of the literal.
-  if (/["\\]/.test(values.join(''))) throw new TypeError('symbol with a quote or backslash (not a validated kline)');
-  return `{"${values.join('","')}"}`;
+  if (/["\\]/.test(all)) throw new TypeError('symbol with a quote or backslash (not a validated kline)');
+  return `{"${all.replaceAll(',', '","')}"}`;
 }
 
 /**
- * The klines whose (symbol, time) is not stored yet, in their order. One primary-key probe
- * per kline: the LATERAL ... LIMIT 1 keeps the planner on that nested loop. A plain join was
- * planned as a hash join over a sequential scan of all of market_klines once the batch was
+ * The klines (of `at`) whose (symbol, time) is not stored yet, in their order. One primary-key
+ * probe per kline: the LATERAL ... LIMIT 1 keeps the planner on that nested loop. A plain join
+ * was planned as a hash join over a sequential scan of all of market_klines once the batch was
  * large (10,000 klines against 180,000 rows: 280 ms instead of 18 ms), growing with the table.
  */
-async function notStored(client: pg.PoolClient, klines: Kline[]): Promise<Kline[]> {
-  if (klines.length === 0) return [];
+async function notStored(client: pg.PoolClient, cols: Columns, at: number[]): Promise<number[]> {
+  if (at.length === 0) return [];
   const { rows } = await client.query<{ i: string }>(
     `SELECT k.i FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS k(t, s, i)
        CROSS JOIN LATERAL (SELECT 1 FROM market_klines m WHERE m.time = ${TS} AND m.symbol = k.s LIMIT 1) stored`,
-    [numberArray(klines.map((k) => k.t)), symbolArray(klines.map((k) => k.s))],
+    [textArray(cols, 't', at), symbolArray(cols, at)],
   );
-  if (rows.length === 0) return klines;
-  const stored = new Set(rows.map((r) => Number(r.i) - 1));
-  return klines.filter((_, i) => !stored.has(i));
+  if (rows.length === 0) return at;
+  const already = new Set(rows.map((r) => Number(r.i) - 1));
+  return at.filter((_, j) => !already.has(j));
 }
 
+/** PostgreSQL's unique_violation. */
+const UNIQUE_VIOLATION = '23505';
+
 /**
- * Inserts in sequence order. Returns the (symbol, time) keys inserted, or undefined when all
- * were (the common case: this path is the only writer, and it checked just before).
+ * Inserts the klines of `at` in sequence order. Plainly (`keepExisting` false): the batch was
+ * just checked against the table and this lane is the only writer of its symbols, so a
+ * conflict means another writer, and the INSERT fails (the caller then starts over with
+ * `keepExisting`). ON CONFLICT DO NOTHING costs PostgreSQL about a third more CPU per row
+ * (a speculative insertion each), measured at 10.3 against 7.9 µs per kline, 10,000 a batch.
+ * With `keepExisting`, returns the (symbol, time) keys inserted, or undefined when all were.
  */
-async function insertKlines(client: pg.PoolClient, klines: Array<Kline & { seq: number }>): Promise<Set<string> | undefined> {
-  const col = (key: Exclude<keyof (Kline & { seq: number }), 's'>) => numberArray(klines.map((k) => k[key]));
+async function insertKlines(client: pg.PoolClient, cols: Columns, seqText: readonly string[], at: number[], keepExisting: boolean): Promise<Set<string> | undefined> {
+  const seqs = `{${at.map((i) => seqText[i]!).join(',')}}`;
   const res = await client.query(
     `INSERT INTO market_klines (time, symbol, open, high, low, close, volume, sequence, close_time)
      SELECT ${TS}, k.s, k.o, k.h, k.l, k.c, k.v, k.seq, 'epoch'::timestamptz + k.ct * interval '1 millisecond'
        FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::bigint[], $9::bigint[])
             WITH ORDINALITY AS k(t, s, o, h, l, c, v, seq, ct, i)
-      ORDER BY k.i
-     ON CONFLICT (time, symbol) DO NOTHING`,
-    [col('t'), symbolArray(klines.map((k) => k.s)), col('o'), col('h'), col('l'), col('c'), col('v'), col('seq'), col('T')],
+      ORDER BY k.i${keepExisting ? '\n     ON CONFLICT (time, symbol) DO NOTHING' : ''}`,
+    [textArray(cols, 't', at), symbolArray(cols, at), textArray(cols, 'o', at), textArray(cols, 'h', at), textArray(cols, 'l', at), textArray(cols, 'c', at), textArray(cols, 'v', at), seqs, textArray(cols, 'T', at)],
   );
-  if (res.rowCount === klines.length) return undefined;
+  if (res.rowCount === at.length) return undefined;
   // Someone else stored some of them meanwhile: find ours by their sequence.
   const { rows } = await client.query<{ s: string; t: string }>(
     `SELECT m.symbol AS s, (extract(epoch FROM m.time) * 1000)::bigint::text AS t
        FROM unnest($1::text[], $2::bigint[]) AS k(s, seq) JOIN market_klines m ON m.symbol = k.s AND m.sequence = k.seq`,
-    [symbolArray(klines.map((k) => k.s)), col('seq')],
+    [symbolArray(cols, at), seqs],
   );
   return new Set(rows.map((r) => `${r.s}\u0000${r.t}`));
 }
@@ -194,11 +251,19 @@ export function sequenced(k: Kline & { seq: number }): SequencedKline {
 }
 
 /**
- * JSON.stringify(sequenced(k)), written out: the same text (numbers are finite, so their JSON
- * is String(n); symbols match SYMBOL, so they need no escaping) at a fraction of the CPU.
+ * JSON.stringify(sequenced(k)), written out from the fields' text: the same text (the text is
+ * String() of finite numbers, which is their JSON; symbols match SYMBOL, so they need no
+ * escaping) at a fraction of the CPU.
  */
+function messageOf(cols: Columns, i: number, seq: string): string {
+  const t = cols.t[i]!;
+  const s = cols.s[i]!;
+  return `{"seq":${seq},"symbol":"${s}","timestamp":${t},"kline":{"t":${t},"T":${cols.T[i]!},"s":"${s}","o":${cols.o[i]!},"h":${cols.h[i]!},"l":${cols.l[i]!},"c":${cols.c[i]!},"v":${cols.v[i]!}}}`;
+}
+
+/** The pub/sub message of a stamped kline, as JSON text (what subscribers receive). */
 export function sequencedJson(k: Kline & { seq: number }): string {
-  return `{"seq":${k.seq},"symbol":"${k.s}","timestamp":${k.t},"kline":{"t":${k.t},"T":${k.T},"s":"${k.s}","o":${k.o},"h":${k.h},"l":${k.l},"c":${k.c},"v":${k.v}}}`;
+  return messageOf(columnsOf([k]), 0, String(k.seq));
 }
 
 /** Messages per publish script call (one call holds Redis for about a millisecond per 1,000). */
@@ -208,7 +273,7 @@ const PUBLISH_CHUNK = 1000;
  * `<symbol> <message>`, and the script splits them: ioredis's per-argument work (a length
  * and a socket write each, 2 per message) was most of the publish CPU in the workers.
  * Safe to split on the first space and on newlines: symbols match SYMBOL (no space, no
- * newline) and sequencedJson writes neither.
+ * newline) and the messages hold neither.
  */
 const PUBLISH_LINES = `
 local prefix, blob, pos = ARGV[1], ARGV[2], 1
@@ -221,20 +286,30 @@ while true do
 end
 return 1`;
 
-/** Publishes after the commit, in sequence order; a failure is counted, not retried (see README). */
-async function publish(deps: IngestDeps, klines: Array<Kline & { seq: number }>): Promise<number> {
+/** Publishes the klines of `at` after the commit, in sequence order; a failure is counted, not retried (see README). */
+async function publish(deps: IngestDeps, cols: Columns, seqText: readonly string[], at: readonly number[]): Promise<number> {
   let unpublished = 0;
-  for (let i = 0; i < klines.length; i += PUBLISH_CHUNK) {
-    const end = Math.min(klines.length, i + PUBLISH_CHUNK);
-    const lines: string[] = [];
-    for (let j = i; j < end; j++) lines.push(`${klines[j]!.s} ${sequencedJson(klines[j]!)}\n`);
-    // As bytes: the text is ASCII (validated symbols, numbers), so latin1 is its UTF-8, and
-    // ioredis then neither measures nor encodes 200 kB of string.
-    const blob = Buffer.from(lines.join(''), 'latin1');
+  for (let j = 0; j < at.length; j += PUBLISH_CHUNK) {
+    const end = Math.min(at.length, j + PUBLISH_CHUNK);
+    // Written line by line into bytes: the text is ASCII (validated symbols, numbers), so latin1
+    // is its UTF-8, and ioredis neither measures nor encodes it. Building one string first
+    // (`+=` or join, then Buffer.from) took twice the CPU: flattening 1,000 lines of ~20 pieces.
+    let blob = Buffer.allocUnsafe((end - j) * 256);
+    let used = 0;
+    for (let x = j; x < end; x++) {
+      const i = at[x]!;
+      const line = `${cols.s[i]!} ${messageOf(cols, i, seqText[i]!)}\n`;
+      if (used + line.length > blob.length) {
+        const bigger = Buffer.allocUnsafe(Math.max(2 * blob.length, used + line.length));
+        blob.copy(bigger, 0, 0, used);
+        blob = bigger;
+      }
+      used += blob.write(line, used, 'latin1');
+    }
     try {
-      await deps.redis.eval(PUBLISH_LINES, 0, klineChannel(deps.channelPrefix, ''), blob);
+      await deps.redis.eval(PUBLISH_LINES, 0, klineChannel(deps.channelPrefix, ''), blob.subarray(0, used));
     } catch {
-      unpublished += end - i;
+      unpublished += end - j;
     }
   }
   return unpublished;

@@ -1,9 +1,10 @@
 import type { Job, Queue, QueueEvents } from 'bullmq';
 import { Kafka, logLevel, type Consumer, type KafkaMessage } from 'kafkajs';
-import { klineOf, splitByLane, MAX_KLINES_PER_JOB, type Kline, type KlinesIngestJob } from '../../queues/index.js';
-import { parseKline } from '../../queues/klines.js';
+import type { KlinesIngestJob } from '../../queues/index.js';
 import { backoffDelay, errorMessage, type Logger } from '../../runtime/index.js';
-import { zodIssues } from '../../runtime/validation.js';
+import { packMessages } from './kline-packer.js';
+
+export { parseKlineMessage } from './kline-packer.js';
 
 export interface KafkaSourceOptions {
   brokers: string[];
@@ -27,20 +28,6 @@ export interface Rejected {
   value: string;
 }
 
-/** Parses one message: a kline, or the reason it is not one. */
-export function parseKlineMessage(value: Buffer | string | null): { ok: true; kline: Kline } | { ok: false; reason: string } {
-  if (value === null) return { ok: false, reason: 'empty message' };
-  let json: unknown;
-  try {
-    json = JSON.parse(value.toString());
-  } catch {
-    return { ok: false, reason: 'not JSON' };
-  }
-  const parsed = parseKline(klineOf(json));
-  if (parsed.success) return { ok: true, kline: parsed.data };
-  return { ok: false, reason: zodIssues(parsed.error).map((i) => `${i.field}: ${i.reason}`).join('; ') };
-}
-
 /**
  * Consumes the market_data topic in batches: each Kafka batch becomes one or a few
  * ingest jobs (per lane of its symbols), and the batch's offset is committed only once those jobs finished,
@@ -60,22 +47,20 @@ export function startKafkaSource(opts: KafkaSourceOptions): { stop(): Promise<vo
 
   /** Parses a Kafka batch, dead-letters what is not a kline, enqueues the rest; returns the jobs. */
   async function enqueueBatch(topic: string, partition: number, messages: KafkaMessage[]): Promise<Array<{ job: Job; events: QueueEvents }>> {
-    const klines: Kline[] = [];
-    const rejected: Rejected[] = [];
-    for (const m of messages) {
-      const r = parseKlineMessage(m.value);
-      if (r.ok) klines.push(r.kline);
-      else rejected.push({ offset: m.offset, reason: r.reason, value: (m.value?.toString() ?? '').slice(0, 4096) });
-    }
+    const batch = packMessages(messages.map((m) => m.value), opts.lanes.length);
+    const rejected: Rejected[] = batch.rejected.map(({ index, reason }) => {
+      const m = messages[index]!;
+      return { offset: m.offset, reason, value: (m.value?.toString() ?? '').slice(0, 4096) };
+    });
     if (rejected.length > 0) await deadLetter(topic, partition, rejected);
     const first = messages[0]!.offset;
     const last = messages[messages.length - 1]!.offset;
     const jobs: Array<{ job: Job; events: QueueEvents }> = [];
     // Per lane in arrival order: per symbol the order is kept, and lanes store side by side.
-    for (const [lane, list] of splitByLane(klines, opts.lanes.length)) {
+    for (const [lane, parts] of batch.lanes) {
       const { queue, events } = opts.lanes[lane]!;
-      for (let i = 0; i * MAX_KLINES_PER_JOB < list.length; i++) {
-        const data: KlinesIngestJob = { source: 'kafka', klines: list.slice(i * MAX_KLINES_PER_JOB, (i + 1) * MAX_KLINES_PER_JOB) };
+      for (const [i, part] of parts.entries()) {
+        const data: KlinesIngestJob = { source: 'kafka', count: part.count, packed: part.packed };
         // Same messages, same id: a batch re-read before its job was removed is not added twice.
         const job = await queue.add('kafka', data, { jobId: `kafka-${topic}-${partition}-${first}-${last}-${i}` });
         jobs.push({ job, events });

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { ConcordRuntime } from '../../runtime/index.js';
 import { DependencyError, ValidationError } from '../../runtime/index.js';
-import { klineSchema, klinesIngestLane, splitByLane, streamPosition, SYMBOL, type StreamMode } from '../../queues/index.js';
+import { klineSchema, klinesIngestLane, splitByLane, streamPosition, SYMBOL, type KlinesIngestJob, type StreamMode } from '../../queues/index.js';
+import { packKlines } from '../../queues/klines.js';
 import { parseInput, type RouteSpec } from '../route.js';
 import { gapReport } from './klines-read.js';
 import { missedKlinesJson } from './klines-missed.js';
@@ -136,7 +137,7 @@ export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode; 
         const added = await Promise.all(
           [...splitByLane(klines.klines, lanes)].map(async ([lane, part]) => {
             const queue = runtime.services.queues.queue(klinesIngestLane(lane).name);
-            return { queue, job: await queue.add('http', { source: 'http', klines: part }) };
+            return { queue, job: await queue.add('http', { source: 'http', count: part.length, packed: packKlines(part) } satisfies KlinesIngestJob) };
           }),
         );
         const ids = { jobId: added[0]!.job.id, jobIds: added.map((a) => a.job.id) };

@@ -5,6 +5,7 @@ import { loadConfig } from '../../runtime/index.js';
 import { startProcess, type RunningProcess } from '../../cli/process.js';
 import { selectCapabilities } from '../../cli/capabilities.js';
 import { GapTracker, SequenceAllocator, type GapInfo, type SequencedKline } from '../../actors/sequence-allocator/index.js';
+import { packKlines } from '../../queues/klines.js';
 import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
@@ -236,5 +237,25 @@ describe('klines API and sequence allocator (HTTP path)', () => {
       { symbol: 'SOLUSDT', after: 1, before: 5, recovered: 3, skipped: [], missing: [] },
       { symbol: 'SOLUSDT', after: 8, before: 31, recovered: 22, skipped: [], missing: [] },
     ]);
+  });
+
+  it('jobs an older version queued (kline objects) are stored beside packed ones; a malformed packed job goes to the DLQ naming the field', async () => {
+    const queue = proc.runtime.services.queues.queue('klines.ingest');
+    const objects = await queue.add('old', { source: 'http', klines: [kline('OLDFMT', 0), kline('OLDFMT', 1)] });
+    // Kline 1 again, packed: stored once across the two formats.
+    const packed = await queue.add('new', { source: 'kafka', count: 2, packed: packKlines([kline('OLDFMT', 1), kline('OLDFMT', 2)]) });
+    const bad = await queue.add('bad', { source: 'kafka', count: 1, packed: { ...packKlines([kline('OLDFMT', 3)]), o: '1}' } });
+    const result = async (id: string) => (await queue.getJob(id))?.returnvalue as Record<string, number> | undefined;
+    await eventually(async () => Boolean((await result(objects.id!)) && (await result(packed.id!))), 10_000, 50, 'both jobs done');
+    expect(await result(objects.id!)).toMatchObject({ received: 2, stored: 2, duplicates: 0 });
+    expect(await result(packed.id!)).toMatchObject({ received: 2, stored: 1, duplicates: 1 });
+    const { rows } = await db.query<{ seq: string; t: string }>(`SELECT sequence AS seq, (extract(epoch FROM time) * 1000)::bigint AS t FROM market_klines WHERE symbol = 'OLDFMT' ORDER BY time`);
+    expect(rows.map((r) => [Number(r.seq), Number(r.t)])).toEqual([0, 1, 2].map((i) => [i + 1, T0 + i * 60_000]));
+    await eventually(async () => received.filter((m) => m.symbol === 'OLDFMT').length === 3, 5_000, 20, 'three publications');
+    expect(received.filter((m) => m.symbol === 'OLDFMT')).toEqual([0, 1, 2].map((i) => ({ seq: i + 1, symbol: 'OLDFMT', timestamp: T0 + i * 60_000, kline: kline('OLDFMT', i) })));
+    await eventually(async () => (await proc.runtime.services.deadLetters.list('klines.ingest', 0, 10)).entries.some((e) => e.jobId === bad.id), 10_000, 50, 'bad job dead-lettered');
+    const entry = (await proc.runtime.services.deadLetters.list('klines.ingest', 0, 10)).entries.find((e) => e.jobId === bad.id)!;
+    expect(entry.failedReason).toMatch(/^invalid payload: data\.packed\.o: numbers >= 0 joined by commas/);
+    expect(entry.attemptsMade).toBe(1);
   });
 });

@@ -165,14 +165,18 @@ describe('sequence allocator (real Redis, PostgreSQL and processes)', () => {
   it('a kline another writer stores between the check and the insert keeps that row; its number is recorded as skipped', async () => {
     const redis = new Redis(testServices().redisUrl);
     const allocator = new SequenceAllocator(redis, db, { prefix: uniquePrefix('seqrace'), reserveSize: 10 });
-    // A pool whose client lets a rival write land just before the batch's INSERT.
+    // A pool whose client lets a rival write land just before the batch's INSERT. The batch's
+    // plain INSERT then fails on the rival's row and is made again keeping it (a second INSERT,
+    // where the rival's write is already there).
+    let inserts = 0;
     const racing = {
       connect: async () => {
         const client = await db.connect();
         const query = client.query.bind(client) as (...a: unknown[]) => Promise<unknown>;
         (client as unknown as { query: unknown }).query = async (...a: unknown[]) => {
           if (typeof a[0] === 'string' && a[0].includes('INSERT INTO market_klines')) {
-            await db.query(`INSERT INTO market_klines (time, symbol, close) VALUES ('epoch'::timestamptz + 2000 * interval '1 millisecond', 'RACEUSD', 42)`);
+            inserts++;
+            await db.query(`INSERT INTO market_klines (time, symbol, close) VALUES ('epoch'::timestamptz + 2000 * interval '1 millisecond', 'RACEUSD', 42) ON CONFLICT DO NOTHING`);
           }
           return query(...a);
         };
@@ -183,6 +187,7 @@ describe('sequence allocator (real Redis, PostgreSQL and processes)', () => {
     try {
       const result = await ingestBatch({ pool: racing, redis, allocator, channelPrefix: uniquePrefix('race') }, klines);
       expect(result).toMatchObject({ received: 3, stored: 2, duplicates: 1 });
+      expect(inserts).toBe(2);
       const rows = await db.query(`SELECT (extract(epoch FROM time) * 1000)::int AS t, sequence::int AS seq, close FROM market_klines WHERE symbol = 'RACEUSD' ORDER BY time`);
       expect(rows.rows).toEqual([{ t: 1000, seq: 1, close: 1 }, { t: 2000, seq: null, close: 42 }, { t: 3000, seq: 3, close: 1 }]);
       const skips = await db.query(`SELECT from_seq::int AS f, to_seq::int AS t FROM sequence_skips WHERE stream = 'RACEUSD'`);
