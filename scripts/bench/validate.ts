@@ -96,6 +96,7 @@ try {
     // The k8s writer's setting: planting the differences (an UPDATE through the 10M-key ART
     // index) ran out of the 256MB default (check (a) before it completed within 256MB).
     DUCKDB_MEMORY_LIMIT: '1GB',
+    ...(process.env.DUCKDB_WORKER_THREADS ? { DUCKDB_WORKER_THREADS: process.env.DUCKDB_WORKER_THREADS } : {}),
     LOG_LEVEL: 'warn',
     KAFKA_BROKERS: '',
     DATA_SYNC_ENABLED: 'true',
