@@ -15,10 +15,8 @@ import type { SideColumn } from '../../queues/validate.js';
 import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
+import { validatorClient, type Body } from '../support/validator-client.js';
 
-// Response bodies are read field by field in assertions; their shapes are asserted, not typed.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Body = Record<string, any>;
 
 /**
  * Key shapes and values for the PostgreSQL/DuckDB agreement test: [PostgreSQL type, DuckDB
@@ -154,25 +152,7 @@ describe('validator keys: uuid, text and composite keys end to end', () => {
   let utc: pg.Pool;
   let conn: DuckDBConnection;
 
-  const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: Body }> => {
-    const res = await fetch(`${proc.http.url}${path}`, { method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as Body) : {} };
-  };
-  const duck = async (sql: string) => (await conn.runAndReadAll(sql)).getRowObjectsJson();
-  const runCheck = async (body: Body): Promise<Body> => {
-    const started = await call('POST', '/api/v1/data-sync/consistency/check', body);
-    expect(started.status).toBe(202);
-    let report: Body = {};
-    await eventually(async () => {
-      report = (await call('GET', `/api/v1/data-sync/consistency/reports/${started.body.run_id}`)).body;
-      expect(report.status).toBe('completed');
-      return true;
-    }, 90_000).catch((err: unknown) => {
-      throw new Error(`run not completed: ${JSON.stringify(report)}; ${String(err)}`);
-    });
-    return report;
-  };
+  const { call, duck, runCheck } = validatorClient(() => ({ proc, conn }), 90_000);
   const result = (report: Body, table: string, type: string, name = type): Body => report.results.find((r: Body) => r.table === `public.${table}` && r.check_type === type && r.check_name === name);
   const validate = (table: string, key: string) => call('GET', `/api/v1/data-sync/consistency/validate/${table}?primary_key=${encodeURIComponent(key)}`);
   const notPassed = (report: Body) => report.results.filter((r: Body) => r.status !== 'passed' && r.status !== 'skipped').map((r: Body) => [r.table, r.check_name, r.status, r.details]);

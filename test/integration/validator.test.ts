@@ -18,10 +18,8 @@ import { tableLockKey, withTableLock } from '../../actors/validator/run.js';
 import { testServices, uniquePrefix, runtimeEnv } from '../support/services.js';
 import { freshDatabase } from '../support/databases.js';
 import { eventually } from '../support/child.js';
+import { validatorClient, type Body } from '../support/validator-client.js';
 
-// Response bodies are read field by field in assertions; their shapes are asserted, not typed.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Body = Record<string, any>;
 
 const ROWS = 20_000;
 const RULES = { items: [{ name: 'amount_not_negative', predicate: 'amount >= 0' }, { name: 'amount_total', aggregate: 'sum(amount)' }] };
@@ -40,26 +38,7 @@ describe('validator: data_hash, rules, foreign keys, score, repair', () => {
   let hook: Server;
   const deliveries: Array<{ event: string; rule: string; subject: string; status: number }> = [];
 
-  const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: Body }> => {
-    const res = await fetch(`${proc.http.url}${path}`, { method, headers: { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as Body) : {} };
-  };
-  const duck = async (sql: string) => (await conn.runAndReadAll(sql)).getRowObjectsJson();
-  const runCheck = async (body: Body): Promise<Body> => {
-    const started = await call('POST', '/api/v1/data-sync/consistency/check', body);
-    expect(started.status).toBe(202);
-    let report: Body = {};
-    await eventually(async () => {
-      report = (await call('GET', `/api/v1/data-sync/consistency/reports/${started.body.run_id}`)).body;
-      expect(report.status).toBe('completed');
-      return true;
-    }, 60_000).catch(async (err: unknown) => {
-      const depths = await proc.runtime.services.queues.queueDepths();
-      throw new Error(`run not completed: ${JSON.stringify(report)}; queues ${JSON.stringify(depths.filter((d) => d.queue.startsWith('validate')))}; ${String(err)}`);
-    });
-    return report;
-  };
+  const { call, duck, runCheck } = validatorClient(() => ({ proc, conn }));
   const result = (report: Body, table: string, type: string, name = type): Body => report.results.find((r: Body) => r.table === `public.${table}` && r.check_type === type && r.check_name === name);
 
   beforeAll(async () => {
