@@ -32,6 +32,16 @@ interface Scalar {
 }
 
 const plain = (duckType: string): Scalar => ({ duckType, cast: (x) => `CAST(${x} AS ${duckType})` });
+/**
+ * PostgreSQL writes years before 1 AD with a suffix, `0044-03-15[ 12:00:00+00] BC`; DuckDB
+ * reads such a date as AD 44 (silently) and refuses such a timestamp. Both read the
+ * astronomical year (44 BC = -0043, 1 BC = 0000), so the year is rewritten first.
+ */
+const beforeAd = (x: string) => {
+  const year = `CAST(split_part(${x}, '-', 1) AS INTEGER)`;
+  return `CASE WHEN ends_with(${x}, ' BC') THEN concat(CASE WHEN ${year} = 1 THEN '0000' ELSE '-' || lpad(CAST(${year} - 1 AS VARCHAR), 4, '0') END, substr(${x}, strpos(${x}, '-'), length(${x}) - strpos(${x}, '-') - 2)) ELSE ${x} END`;
+};
+const dated = (duckType: string): Scalar => ({ duckType, cast: (x) => `CAST(${beforeAd(x)} AS ${duckType})` });
 const VARCHAR: Scalar = { duckType: 'VARCHAR', cast: (x) => x };
 // pgoutput and `pg` both give bytea as `\x` + hex (bytea_output = hex, PostgreSQL's default).
 const BLOB: Scalar = { duckType: 'BLOB', cast: (x) => `from_hex(substr(${x}, 3))` };
@@ -44,9 +54,9 @@ const SCALARS: Record<string, Scalar> = {
   'double precision': plain('DOUBLE'),
   boolean: plain('BOOLEAN'),
   uuid: plain('UUID'),
-  date: plain('DATE'),
-  'timestamp without time zone': plain('TIMESTAMP'),
-  'timestamp with time zone': plain('TIMESTAMPTZ'),
+  date: dated('DATE'),
+  'timestamp without time zone': dated('TIMESTAMP'),
+  'timestamp with time zone': dated('TIMESTAMPTZ'),
   'time without time zone': plain('TIME'),
   json: plain('JSON'),
   jsonb: plain('JSON'),

@@ -106,7 +106,7 @@ describe('dual-writer: applying to DuckDB', () => {
     expect(await rows('SELECT count(*) AS n FROM items WHERE id = 41')).toEqual([{ n: '0' }]);
   });
 
-  it('every mapped type round-trips exactly from PostgreSQL (text output) into DuckDB, NULLs kept', async () => {
+  it('every mapped type round-trips exactly from PostgreSQL (text output) into DuckDB, NULLs kept, dates before 1 AD too', async () => {
     await pool.query(`CREATE TABLE typed (
       id int4 PRIMARY KEY, i2 int2, i8 int8, n numeric(38,18), n2 numeric(12,2), nu numeric, r real, d double precision,
       t text, v varchar(20), b boolean, u uuid, dt date, ts timestamp, tz timestamptz, j json, jb jsonb, by bytea,
@@ -116,7 +116,8 @@ describe('dual-writer: applying to DuckDB', () => {
        'ünïcødé ''quoted'' \\ backslash', 'short', true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-02-29', '2024-01-01 12:34:56.789012', '2024-06-01 12:30:00.123456+05:30',
        '{"b": 1, "a": [1, 2.50]}', '{"z": null, "a": {"deep": [true, "x"]}}', '\\x00ff10', '{1,NULL,-3}', '{"a,b","q\\"x",NULL,"NULL",""}', '{1.5,NULL,-2.125}', '{t,f,NULL}'),
       (2, NULL, NULL, NULL, NULL, NULL, 'NaN', '-Infinity', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}', NULL, NULL),
-      (3, 0, -1, 0, 0, 'NaN', 1.1, 0.1, '', '', false, NULL, '1970-01-01', '1999-12-31 23:59:59', '1970-01-01 00:00:00+00', 'null', '[]', '\\x', '{}', '{" spaced "}', '{}', '{}')`);
+      (3, 0, -1, 0, 0, 'NaN', 1.1, 0.1, '', '', false, NULL, '1970-01-01', '1999-12-31 23:59:59', '1970-01-01 00:00:00+00', 'null', '[]', '\\x', '{}', '{" spaced "}', '{}', '{}'),
+      (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '0044-03-15 BC', '0001-01-01 12:00:00.5 BC', '0001-12-31 23:59:59+02 BC', NULL, NULL, NULL, NULL, NULL, NULL, NULL)`);
     const relation = await readRelation(pool, 'public.typed');
     for await (const chunk of readTableBatches(pool, relation, 2)) {
       const changes: CdcChange[] = chunk.map((values) => ({ op: 'upsert', table: 'public.typed', lsn: next(), values }));
@@ -124,12 +125,12 @@ describe('dual-writer: applying to DuckDB', () => {
     }
     // Compare canonical text forms: PostgreSQL renders, DuckDB renders, both normalised the same way.
     const pgRows = (
-      await pool.query(`SELECT id, i2::text, i8::text, n::text, n2::text, nu::text, r::float8::text AS r, d::text, t, v, b::text, u::text, dt::text, to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US') AS ts,
+      await pool.query(`SELECT id, i2::text, i8::text, n::text, n2::text, nu::text, r::float8::text AS r, d::text, t, v, b::text, u::text, (dt - DATE '1970-01-01')::text AS dt, (extract(epoch FROM ts) * 1000000)::bigint::text AS ts,
         (extract(epoch FROM tz) * 1000000)::bigint::text AS tz, j::jsonb::text AS j, jb::text AS jb, encode(by, 'hex') AS by,
         array_to_json(ai)::text AS ai, array_to_json(at)::text AS at, array_to_json(an)::text AS an, array_to_json(ab)::text AS ab FROM typed ORDER BY id`)
     ).rows;
     const duckRows = await rows(`SELECT id::VARCHAR AS id, i2::VARCHAR AS i2, i8::VARCHAR AS i8, n::VARCHAR AS n, n2::VARCHAR AS n2, nu, r::DOUBLE::VARCHAR AS r, d::VARCHAR AS d, t, v,
-        b::VARCHAR AS b, u::VARCHAR AS u, dt::VARCHAR AS dt, strftime(ts, '%Y-%m-%d %H:%M:%S.%f') AS ts, epoch_us(tz)::VARCHAR AS tz, j::VARCHAR AS j, jb::VARCHAR AS jb,
+        b::VARCHAR AS b, u::VARCHAR AS u, date_diff('day', DATE '1970-01-01', dt)::VARCHAR AS dt, epoch_us(ts)::VARCHAR AS ts, epoch_us(tz)::VARCHAR AS tz, j::VARCHAR AS j, jb::VARCHAR AS jb,
         lower(hex("by")) AS "by", to_json(ai)::VARCHAR AS ai, to_json("at")::VARCHAR AS "at", to_json(an)::VARCHAR AS an, to_json(ab)::VARCHAR AS ab FROM typed ORDER BY id`);
     const norm = (row: Record<string, unknown>) => {
       const out: Record<string, unknown> = {};
