@@ -50,14 +50,10 @@ export function createHttpApp(runtime: ConcordRuntime, opts: HttpAppOptions): { 
 
   if (opts.surface === 'control') {
     const board = bullBoard(services);
-    const boardMiddleware = board.middleware;
     // Bull Board stands behind the same auth as the API.
     app.use(async (ctx, next) => {
       if (ctx.path !== BULL_BOARD_PATH && !ctx.path.startsWith(`${BULL_BOARD_PATH}/`)) return next();
-      await authMiddleware(ctx, async () => {
-        board.refresh();
-        await boardMiddleware(ctx, next);
-      });
+      await authMiddleware(ctx, () => board.handle(ctx, next));
     });
   }
 
