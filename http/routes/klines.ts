@@ -83,7 +83,7 @@ export function klinesRoutes(runtime: ConcordRuntime, opts: { mode: StreamMode; 
         // (a SYMBOL-checked symbol, numbers), so latin1 is its UTF-8, and Koa and the socket then
         // neither measure nor encode 150 kB of string per 1,000-row page.
         ctx.type = 'application/json';
-        ctx.body = Buffer.from(await missedKlinesJson(db(), opts.mode, q), 'latin1');
+        ctx.body = await missedKlinesJson(db(), opts.mode, q);
       },
     },
     {
