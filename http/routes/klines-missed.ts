@@ -77,6 +77,7 @@ export async function missedKlinesJson(db: pg.Pool, mode: StreamMode, q: MissedQ
   let rows = 0;
   let assigned: string | null = null;
   const client = await db.connect();
+  let failed: Error | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       // rowMode is a Query option @types/pg leaves out of QueryConfig.
@@ -92,8 +93,11 @@ export async function missedKlinesJson(db: pg.Pool, mode: StreamMode, q: MissedQ
       query.on('end', () => resolve());
       query.on('error', reject);
     });
+  } catch (err) {
+    failed = err instanceof Error ? err : new Error(String(err));
+    throw err;
   } finally {
-    client.release();
+    client.release(failed); // a client whose query failed is closed, not reused (its connection may be the cause)
   }
   const hasMore = rows > q.limit;
   const head = `{"symbol":${sym},"fromSeq":${q.fromSeq},"toSeq":${q.toSeq},"count":${present.length},"data":[`;
