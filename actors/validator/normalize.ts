@@ -47,12 +47,6 @@ export interface Dialect {
   /** Canonical text of column `c` (quoted reference `x`), NULL when the value is NULL. */
   norm(c: SideColumn, x: string, duckType?: string): string;
   /**
-   * The first 64 bits of an md5 hex string expression as an integer (xor-ed per segment
-   * with `bit_xor`): PostgreSQL gives a signed BIGINT, DuckDB an unsigned UBIGINT; the
-   * side work reads both as unsigned 64-bit, so the same bits compare equal.
-   */
-  hash64(md5Hex: string): string;
-  /**
    * 64 bits of the md5 of a text expression, as an integer (the per-row checksum xor-ed per
    * segment): bytes 8..15 of the digest read little-endian, which is the upper half of
    * DuckDB's `md5_number` (a 128-bit integer, no hex text made). PostgreSQL gives it as a
@@ -73,8 +67,8 @@ const duckFloat = (x: string, digits: number) =>
  * PostgreSQL's spelling. From PostgreSQL 18 on, `bytea` casts to `bigint`, which makes two
  * hot spots about 2x cheaper per row: a timestamp's microseconds come from its 8-byte binary
  * form (`timestamptz_send`, microseconds since 2000-01-01) instead of numeric arithmetic on
- * `extract(epoch ...)`, and the hash's 64 bits from `decode(md5, 'hex')` instead of a
- * bit-string. Older servers get the equivalent (slower) expressions: the canonical text is
+ * `extract(epoch ...)`, and the hash's 64 bits from `decode(md5, 'hex')` (then `reverse`, also
+ * new in 18) instead of a bit-string. Older servers get the equivalent (slower) expressions: the canonical text is
  * the same on every version.
  */
 export function postgresDialect(serverVersionNum = 180000): Dialect {
@@ -109,7 +103,6 @@ export function postgresDialect(serverVersionNum = 180000): Dialect {
           return `length(${x}::text)::text || ':' || ${x}::text`;
       }
     },
-    hash64: (h) => (v18 ? `substr(decode(${h}, 'hex'), 1, 8)::bigint` : `('x' || substr(${h}, 1, 16))::bit(64)::bigint`),
     // reverse(bytea) is new in 18; older servers swap the hex pairs of the md5, computed once per row in a sub-select.
     textHash64: (t) =>
       v18
@@ -165,7 +158,6 @@ export const duckdb: Dialect = {
         return `CAST(length(${asText}) AS VARCHAR) || ':' || ${asText}`;
     }
   },
-  hash64: (h) => `CAST('0x' || substr(${h}, 1, 16) AS UBIGINT)`,
   // About 40% cheaper per row than the hex route (md5 text, substr, '0x' || ..., cast).
   textHash64: (t) => `CAST(md5_number(${t}) >> 64 AS UBIGINT)`,
   bigint: (x) => `CAST(${x} AS BIGINT)`,
