@@ -376,10 +376,13 @@ describe('verified-token cache', () => {
   it('answers a repeat of a verified token without re-verifying, but never past its expiry', async () => {
     const config = loadConfig({ SECRET_KEY: TEST_SECRET });
     const verifier = createTokenVerifier(config.auth, { clockToleranceSec: 0 });
-    const token = await signHs256({ sub: 'repeat' }, { expiresIn: 1 });
+    // exp is in whole seconds after iat: 1 s of lifetime can be almost none when signed late in a
+    // second (the first verify then already failed); 3 s, then wait until just past exp.
+    const token = await signHs256({ sub: 'repeat' }, { expiresIn: 3 });
+    const { exp } = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number };
     expect((await verifier.verify(token)).subject).toBe('repeat');
     expect((await verifier.verify(token)).subject).toBe('repeat'); // from the cache
-    await new Promise((r) => setTimeout(r, 1_300));
+    await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now()) + 300));
     await expect(verifier.verify(token)).rejects.toMatchObject({ status: 401, message: 'token expired' });
   });
 
