@@ -17,7 +17,7 @@
  * BENCH_SCALE scales the change count and the load duration.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Redis } from 'ioredis';
@@ -33,7 +33,7 @@ import { startRedis } from '../services/redis.js';
 import { startFixture, type Child } from '../../test/support/child.js';
 import { BENCH_TABLE, createBenchTable, percentile, seeded, Workload } from './cdc-workload.js';
 import { printTable, round, scaled, SCALE } from './support.js';
-import { procPeakRss, procRss, procStat } from './proc.js';
+import { procPeakRss, procRss, procStat, threadCpu, treeCpu } from './proc.js';
 
 const N = scaled(1_000_000, 2_000);
 const LOAD_SECONDS = Math.max(5, Math.round(20 * SCALE));
@@ -83,6 +83,11 @@ let client: pg.PoolClient | undefined;
 try {
   await migrateDatabase('postgres', pgServer.url, log);
   await createBenchTable(db);
+  // Process ids for the CPU figures: the postmaster (parent of the checkpointer; its tree holds
+  // the walsender) and redis-server.
+  const checkpointer = (await db.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'`)).rows[0];
+  const postmasterPid = checkpointer ? procStat(checkpointer.pid)?.ppid : undefined;
+  const redisPid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1] ?? NaN);
   const env = {
     REDIS_URL: redisServer.url,
     DATABASE_URL: pgServer.url,
@@ -166,14 +171,22 @@ try {
   const writerMemory = sampleMemory(writer.pid, writerPort);
   // CPU of each process over the catch-up: robust when other work shares the machine.
   const cpuOf = (pid: number) => procStat(pid)?.cpu ?? NaN;
-  const cpuAtStream = { reader: cpuOf(child.pid), writer: cpuOf(writer.pid) };
+  const cpuNow = () => ({ reader: cpuOf(child!.pid), writer: cpuOf(writer!.pid), postgres: postmasterPid === undefined ? NaN : treeCpu(postmasterPid), redis: cpuOf(redisPid) });
+  const cpuAtStream = cpuNow();
+  const writerThreadsAtStream = threadCpu(writer.pid);
   const catchUpBy = Date.now() + Number(process.env.BENCH_CDC_CATCHUP_TIMEOUT_MS ?? 600_000);
   while (compareLsn(await applied(), lastPre) < 0) {
     if (Date.now() > catchUpBy) throw new Error(`the pipeline did not catch up (applied ${await applied()}, needed >= ${lastPre}); worker log tail:\n${child.lines.slice(-20).map((l) => JSON.stringify(l)).join('\n')}`);
     await sleep(20);
   }
   const e2eSeconds = (Date.now() - streamAt) / 1000;
-  const cpuPerChangeUs = { reader: round(((cpuOf(child.pid) - cpuAtStream.reader) / N) * 1e6, 1), writer: round(((cpuOf(writer.pid) - cpuAtStream.writer) / N) * 1e6, 1) };
+  const cpuAtEnd = cpuNow();
+  // The writer's CPU by thread name: its JavaScript thread against DuckDB's threads and the rest.
+  const writerThreadsUs = Object.fromEntries(
+    [...threadCpu(writer.pid)].map(([name, s]) => [name, round(((s - (writerThreadsAtStream.get(name) ?? 0)) / N) * 1e6, 2)] as const).filter(([, us]) => us >= 0.05).sort((a, b) => b[1] - a[1]),
+  );
+  const perChange = (k: keyof typeof cpuAtEnd) => round(((cpuAtEnd[k] - cpuAtStream[k]) / N) * 1e6, 1);
+  const cpuPerChangeUs = { reader: perChange('reader'), writer: perChange('writer'), postgres: perChange('postgres'), redis: perChange('redis') };
   const withStartSeconds = (Date.now() - startedAt) / 1000;
 
   // 4. Steady offered load: lag per transaction, commit → applied.
@@ -234,7 +247,8 @@ try {
     { measure: 'bare slot decode (ceiling, baseline)', changes: N, seconds: round(decodeSeconds, 2), 'changes/s': round(ceiling) },
     { measure: `lag at ${round(offeredRate)} changes/s offered`, changes: offered, seconds: LOAD_SECONDS, 'changes/s': `p50 ${round(percentile(lags, 50))} ms, p99 ${round(percentile(lags, 99))} ms` },
   ]);
-  console.log(`CPU per change over the catch-up: reader process ${cpuPerChangeUs.reader} µs, DuckDB writer process ${cpuPerChangeUs.writer} µs`);
+  console.log(`CPU per change over the catch-up: reader process ${cpuPerChangeUs.reader} µs, DuckDB writer process ${cpuPerChangeUs.writer} µs, PostgreSQL (walsender) ${cpuPerChangeUs.postgres} µs, Redis ${cpuPerChangeUs.redis} µs; all cores' time per change at this rate ${round((availableParallelism() * e2eSeconds * 1e6) / N, 1)} µs`);
+  console.log(`DuckDB writer process CPU per change by thread name over the catch-up (µs): ${JSON.stringify(writerThreadsUs)}`);
   console.log(`DuckDB writer process at its highest sampled RSS: ${JSON.stringify(writerPeak)}`);
   console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; peak RSS: reader process ${round(readerRssMb)} MB, DuckDB writer process ${round(writerRssMb)} MB (reader-only pass ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
   console.log(
@@ -255,6 +269,7 @@ try {
       copy_matches: matches,
       writer_at_peak: writerPeak,
       catch_up_cpu_us_per_change: cpuPerChangeUs,
+      writer_threads_us_per_change: writerThreadsUs,
     }),
   );
 } catch (err) {

@@ -131,3 +131,29 @@ export function cleanupRegistry(note: (m: string) => void): { add(step: () => Pr
   process.once('SIGINT', () => void run().finally(() => process.exit(130)));
   return { add: (step) => steps.push(step), run };
 }
+
+/**
+ * CPU seconds of a live process's threads, summed by thread name (V8's and libuv's helpers name
+ * theirs; DuckDB's keep the process's name), the main thread as `main`: where a process's CPU
+ * goes when it is not all JavaScript.
+ */
+export function threadCpu(pid: number): Map<string, number> {
+  const byName = new Map<string, number>();
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return byName;
+  }
+  for (const tid of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(') '));
+      const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+      byName.set(name, (byName.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / clockTicks);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return byName;
+}
