@@ -4,7 +4,7 @@ import { cdcApplyQueue, compareLsn, type CdcApplyBatch } from '../../queues/cdc.
 import { dualWriteQueue, tableSyncQueue, type DualWriteJob, type TableSyncJob } from '../../queues/dual-write.js';
 import { backoffDelay, collectGarbageAbove, ConcordError, createPgPool, errorMessage, Mailbox, singleton, type Actor, type ActorContext, type Logger } from '../../runtime/index.js';
 import { CdcApplier, type ApplyOutcome } from './cdc-apply.js';
-import { coalesceBatches } from './coalesce.js';
+import { CdcGroupReader } from './cdc-groups.js';
 import type { DualWriterConfig } from './config.js';
 import { KeyRefresher } from './legs.js';
 import { localLegs } from './local.js';
@@ -62,32 +62,6 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
   const report: WriterReport = { breaker: 'closed', duckdbOpen: false, appliedLsn: {}, batchesApplied: 0, legsApplied: 0 };
 
   /**
-   * The head batch joined with the stream batches waiting right behind it (see
-   * coalesceBatches), and the ids of the jobs joined: once the joined transaction has
-   * committed they are removed from the queue (joinedApplied), so they are neither fetched
-   * nor parsed a second time. A crash in between leaves them queued; when their turn comes
-   * they are skipped as already applied (their lastLsn is at or below the stored one).
-   */
-  async function withFollowing(batch: CdcApplyBatch, queue: Queue, m: DualWriterMetrics): Promise<{ batch: CdcApplyBatch; joinedIds: string[] }> {
-    const alone = { batch, joinedIds: [] };
-    const max = config.cdcApplyMaxChanges;
-    if (batch.kind !== 'stream' || batch.changes.length >= max) return alone;
-    // Already applied (joined into an earlier transaction): skip it without peeking, or every
-    // skipped job would re-join the rest of the run and apply one new batch at a time.
-    const applied = report.appliedLsn[batch.slot];
-    if (applied && compareLsn(batch.lastLsn, applied) <= 0) return alone;
-    const peek = Math.min(100, Math.ceil(max / Math.max(1, batch.changes.length)));
-    // Oldest first (asc): the order the worker would take them in. A job without a batch
-    // ends the run: what follows it must not be applied before it is dealt with.
-    const waiting = (await queue.getJobs(['wait'], 0, peek - 1, true)) as Array<Job<CdcApplyBatch>>;
-    const usable = waiting.findIndex((j) => !j.data || !Array.isArray(j.data.changes) || !j.id);
-    const candidates = usable < 0 ? waiting : waiting.slice(0, usable);
-    const { batch: joined, joined: n } = coalesceBatches(batch, candidates.map((j) => j.data), max);
-    if (n > 0) m.cdcBatchesCoalesced.inc(n);
-    return { batch: joined, joinedIds: candidates.slice(0, n).map((j) => j.id!) };
-  }
-
-  /**
    * Removes jobs whose batches were applied inside an earlier job's transaction. Only jobs
    * still waiting are removed (BullMQ refuses active ones); `cdc.apply` runs one job at a time
    * queue-wide, so none of these is being worked on. A failed removal only costs a skip later.
@@ -96,9 +70,17 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
     await Promise.all(ids.map((id) => queue.remove(id, { removeChildren: false }).catch(() => 0)));
   }
 
-  async function applyInOrder(batch: CdcApplyBatch, job: Job, log: Logger, applier: CdcApplier, m: DualWriterMetrics, queue: Queue): Promise<ApplyOutcome> {
+  /**
+   * One group per job (CdcGroupReader): the head batch joined with the stream batches waiting
+   * behind it, one DuckDB transaction; the next group is read while it runs. Once the joined
+   * transaction has committed their jobs are removed (joinedApplied), so they are neither
+   * fetched nor parsed a second time. A crash in between leaves them queued; when their turn
+   * comes they are skipped as already applied (their lastLsn is at or below the stored one).
+   */
+  async function applyInOrder(batch: CdcApplyBatch, job: Job, log: Logger, applier: CdcApplier, m: DualWriterMetrics, queue: Queue, groups: CdcGroupReader): Promise<ApplyOutcome> {
     for (let attempt = 0; ; attempt++) {
       if (stopping) {
+        await groups.drop();
         // Back to the head of the queue, unconsumed: the next holder applies it first.
         await job.moveToWait(job.token);
         throw new WaitingError();
@@ -108,9 +90,14 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
         // Coalescing is an optimisation: if the peek fails, the head batch alone is applied; a
         // retry applies the head alone too, so a bad batch behind it does not hold it back.
         const alone = { batch, joinedIds: [] };
-        const { batch: work, joinedIds } = attempt === 0 ? await withFollowing(batch, queue, m).catch(() => alone) : alone;
+        const applied = report.appliedLsn[batch.slot];
+        const { batch: work, joinedIds } = attempt === 0 ? await groups.take(batch, job, applied).catch(() => alone) : alone;
+        // Read the next group while DuckDB applies this one (not for a batch it will skip as applied).
+        if (attempt === 0 && !(applied && compareLsn(work.lastLsn, applied) <= 0)) groups.prefetch(joinedIds.length, batch.changes.length);
         const out = await applier.apply(work);
         end();
+        // The prefetch reads positions that assume the joined jobs are still waiting.
+        await groups.settled();
         await joinedApplied(queue, joinedIds);
         // Between transactions nearly all of the batch is garbage: collect it now rather than
         // let old space grow to several times the live data (the writer's peak memory).
@@ -124,6 +111,7 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
         report.lastApplyError = undefined;
         return out;
       } catch (err) {
+        await groups.drop(); // its positions assumed this group's jobs would be removed now
         m.cdcApplyFailures.inc();
         report.lastApplyError = errorMessage(err);
         const wait = err instanceof BrokenCircuitError ? config.breakerHalfOpenMs : backoffDelay(attempt, { minMs: 200, maxMs: 30_000, jitter: 0.3 });
@@ -212,7 +200,8 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
       const cdcQueue = services.queues.queue(cdcApplyQueue.name);
       await cdcQueue.setGlobalConcurrency(1);
       const deps = { connection: services.workerConnection, prefix: services.config.queuePrefix, metrics: services.metrics, deadLetters: services.deadLetters, log: ctx.log };
-      const cdc = new Mailbox<CdcApplyBatch>(cdcApplyQueue, (batch, job, log) => applyInOrder(batch, job, log, applier, m, cdcQueue), deps, {
+      const groups = new CdcGroupReader(cdcQueue, config.cdcApplyMaxChanges, (n) => m.cdcBatchesCoalesced.inc(n));
+      const cdc = new Mailbox<CdcApplyBatch>(cdcApplyQueue, (batch, job, log) => applyInOrder(batch, job, log, applier, m, cdcQueue, groups), deps, {
         concurrency: 1,
         // A dead holder's batch returns to the head of the queue once its lock lapses; it must never fail for stalling.
         lockDurationMs: 10_000,
