@@ -13,7 +13,11 @@ export interface CdcConfig {
   maxBatchSize: number;
   /** A partial batch of complete transactions is sent after this long. @defaultValue 50 (ms) */
   flushIntervalMs: number;
-  /** Waiting batches in `cdc.apply` at which reading the slot pauses (resumes at half). @defaultValue 50 */
+  /**
+   * Waiting batches in `cdc.apply` at which reading the slot pauses (resumes at half). Deep enough
+   * that the reader keeps streaming while the writer applies a group (50 left the reader paused
+   * for part of every transaction in the CDC bench). @defaultValue 200
+   */
   maxQueuedBatches: number;
   /** How often the applied LSN is read from Redis and acknowledged to the slot. @defaultValue 500 (ms) */
   ackIntervalMs: number;
@@ -44,7 +48,7 @@ export function loadCdcConfig(env: NodeJS.ProcessEnv = process.env): CdcConfig {
     publication,
     maxBatchSize: read.int('CDC_MAX_BATCH_SIZE', 1000, 1, 100_000),
     flushIntervalMs: read.int('CDC_FLUSH_INTERVAL_MS', 50, 1, 60_000),
-    maxQueuedBatches: read.int('CDC_MAX_QUEUED_BATCHES', 50, 2, 100_000),
+    maxQueuedBatches: read.int('CDC_MAX_QUEUED_BATCHES', 200, 2, 100_000),
     ackIntervalMs: read.int('CDC_ACK_INTERVAL_MS', 500, 10, 60_000),
     heartbeatIntervalMs: read.int('CDC_HEARTBEAT_INTERVAL_MS', 10_000, 100, 3_600_000),
     snapshotChunkSize: read.int('CDC_SNAPSHOT_CHUNK_SIZE', 5000, 1, 100_000),
