@@ -181,6 +181,10 @@ try {
   }
   const e2eSeconds = (Date.now() - streamAt) / 1000;
   const cpuAtEnd = cpuNow();
+  // DuckDB transactions of the catch-up (each a group of joined batches): fewer, bigger ones scan the copy less often.
+  const writerMetrics = await fetch(`http://127.0.0.1:${writerPort}/metrics`).then((r) => r.text()).catch(() => '');
+  const metricSum = (name: string) => [...writerMetrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((s, m) => s + Number(m[1]), 0);
+  const catchUpTransactions = metricSum('concord_dual_writer_cdc_batches_total');
   // The writer's CPU by thread name: its JavaScript thread against DuckDB's threads and the rest.
   const writerThreadsUs = Object.fromEntries(
     [...threadCpu(writer.pid)].map(([name, s]) => [name, round(((s - (writerThreadsAtStream.get(name) ?? 0)) / N) * 1e6, 2)] as const).filter(([, us]) => us >= 0.05).sort((a, b) => b[1] - a[1]),
@@ -248,6 +252,7 @@ try {
     { measure: `lag at ${round(offeredRate)} changes/s offered`, changes: offered, seconds: LOAD_SECONDS, 'changes/s': `p50 ${round(percentile(lags, 50))} ms, p99 ${round(percentile(lags, 99))} ms` },
   ]);
   console.log(`CPU per change over the catch-up: reader process ${cpuPerChangeUs.reader} µs, DuckDB writer process ${cpuPerChangeUs.writer} µs, PostgreSQL (walsender) ${cpuPerChangeUs.postgres} µs, Redis ${cpuPerChangeUs.redis} µs; all cores' time per change at this rate ${round((availableParallelism() * e2eSeconds * 1e6) / N, 1)} µs`);
+  console.log(`DuckDB transactions over the catch-up: ${catchUpTransactions} (${round(N / catchUpTransactions)} changes each on average)`);
   console.log(`DuckDB writer process CPU per change by thread name over the catch-up (µs): ${JSON.stringify(writerThreadsUs)}`);
   console.log(`DuckDB writer process at its highest sampled RSS: ${JSON.stringify(writerPeak)}`);
   console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; peak RSS: reader process ${round(readerRssMb)} MB, DuckDB writer process ${round(writerRssMb)} MB (reader-only pass ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
@@ -270,6 +275,7 @@ try {
       writer_at_peak: writerPeak,
       catch_up_cpu_us_per_change: cpuPerChangeUs,
       writer_threads_us_per_change: writerThreadsUs,
+      catch_up_transactions: catchUpTransactions,
     }),
   );
 } catch (err) {
