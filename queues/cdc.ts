@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineQueue } from './definition.js';
+import type { CdcPackedChange } from './cdc-rows.js';
 
 /**
  * The contract between the CDC reader (reads the replication slot, produces
@@ -80,8 +81,15 @@ export interface CdcApplyBatch {
   lastLsn: string;
   /** Relations (current shape) of every table the batch touches, keyed by `schema.table`. */
   relations: Record<string, CdcRelation>;
-  changes: CdcChange[];
+  /**
+   * The reader queues packed changes (queues/cdc-rows.ts: one string per row); batches of
+   * value arrays, as older readers queued them, are still applied.
+   */
+  changes: CdcWireChange[];
 }
+
+/** A change in a queued batch: packed (current readers) or with value arrays (older ones). */
+export type CdcWireChange = CdcChange | CdcPackedChange;
 
 /**
  * Cheap structural check only: a batch holds thousands of rows, and a full
