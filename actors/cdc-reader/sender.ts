@@ -1,5 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { CdcApplyBatch } from '../../queues/cdc.js';
+import { packBatch } from '../../queues/cdc-rows.js';
 import { backoffDelay, errorMessage, type Logger } from '../../runtime/index.js';
 
 export interface Outgoing {
@@ -65,7 +66,8 @@ export class BatchSender {
       try {
         await this.fence();
         await this.beforeAdd();
-        await this.target.add(out.batch.kind, out.batch);
+        // Packed: one string per row on the wire (queues/cdc-rows.ts), what the writer stages whole.
+        await this.target.add(out.batch.kind, packBatch(out.batch));
         failures = 0;
         this.queue.shift();
         this.inFlight.push([out.lastLsn, out.firstCommitMs]);

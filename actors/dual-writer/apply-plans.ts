@@ -1,8 +1,8 @@
-import type { DuckDBConnection } from '@duckdb/node-api';
-import type { CdcText } from '../../queues/cdc.js';
+import type { DuckDBAppender, DuckDBConnection } from '@duckdb/node-api';
+import { FIELD_SEP, rowFieldSql, unpackRow } from '../../queues/cdc-rows.js';
 import { copyTable, quoteIdent } from './pg-types.js';
 import { ensureCopyTable, type CopyShape } from './copy-schema.js';
-import type { TablePlan } from './reduce.js';
+import type { PlanRow, TablePlan } from './reduce.js';
 
 /** Per-connection caches: known copy shapes, staging tables by name, applied LSN per slot. Dropped after any failure. */
 export interface ApplyCache {
@@ -19,27 +19,46 @@ export function newApplyCache(): ApplyCache {
  * Loads rows into a VARCHAR staging table with the Appender (one temp table per role
  * and width, reused; roles keep the delete keys, the upserts and the partial rows of one
  * plan apart, since the delete reads them together). `cols` picks and orders the
- * values; `prepare[i]` converts column i's text.
+ * values; `prepare[i]` converts column i's text. Returns what to read the rows FROM, as
+ * columns `c0..` (staged column j = row field `cols[j]`):
+ * - packed rows (queues/cdc-rows.ts, what the reader sends) go in whole, one string per row,
+ *   and DuckDB splits them: no value becomes a JavaScript string in this process (columns
+ *   that need `prepare`, arrays, are converted here and staged beside the row);
+ * - value rows (table syncs, older readers, merged rows) are appended value by value; a plan
+ *   that mixes the two forms (rare) is staged as values.
  */
 async function stage(
   conn: DuckDBConnection,
   cache: ApplyCache,
   role: string,
-  rows: readonly CdcText[][],
+  rows: readonly PlanRow[],
   cols: readonly number[],
   prepare: ReadonlyArray<((t: string) => string) | undefined>,
 ): Promise<string> {
-  const width = cols.length;
-  const name = `_concord_${role}_${width}`;
-  if (!cache.stages.has(name)) {
-    await conn.run(`CREATE OR REPLACE TEMP TABLE ${name} (${cols.map((_, i) => `c${i} VARCHAR`).join(', ')})`);
-    cache.stages.add(name);
-  } else {
-    await conn.run(`DELETE FROM temp.main.${name}`);
+  if (rows.every((r) => typeof r === 'string')) {
+    // Columns that need `prepare` (arrays) are staged beside the row, converted here: p0, p1, ..
+    const prepared = cols.filter((i) => prepare[i] !== undefined);
+    const name = await appendRows(conn, cache, `_concord_${role}_packed${prepared.length}`, 1 + prepared.length, (ap) => {
+      for (const row of rows as readonly string[]) {
+        ap.appendVarchar(row);
+        if (prepared.length > 0) {
+          const values = unpackRow(row);
+          for (const i of prepared) {
+            const v = values[i];
+            if (v === null || v === undefined) ap.appendNull();
+            else ap.appendVarchar(prepare[i]!(v));
+          }
+        }
+        ap.endRow();
+      }
+    });
+    const field = (i: number) => (prepare[i] === undefined ? rowFieldSql('p', i) : `c${1 + prepared.indexOf(i)}`);
+    return `(SELECT ${cols.map((i, j) => `${field(i)} AS c${j}`).join(', ')} FROM (SELECT string_split(c0, '${FIELD_SEP}') AS p, * FROM ${name}))`;
   }
-  const ap = await conn.createAppender(name, 'main', 'temp');
-  try {
-    for (const row of rows) {
+  const width = cols.length;
+  return appendRows(conn, cache, `_concord_${role}_${width}`, width, (ap) => {
+    for (const r of rows) {
+      const row = typeof r === 'string' ? unpackRow(r) : r;
       for (let j = 0; j < width; j++) {
         const i = cols[j]!;
         const v = row[i];
@@ -51,6 +70,20 @@ async function stage(
       }
       ap.endRow();
     }
+  });
+}
+
+/** (Re)fills the temp table `name` of `width` VARCHAR columns through an Appender; returns its qualified name. */
+async function appendRows(conn: DuckDBConnection, cache: ApplyCache, name: string, width: number, fill: (ap: DuckDBAppender) => void): Promise<string> {
+  if (!cache.stages.has(name)) {
+    await conn.run(`CREATE OR REPLACE TEMP TABLE ${name} (${Array.from({ length: width }, (_, i) => `c${i} VARCHAR`).join(', ')})`);
+    cache.stages.add(name);
+  } else {
+    await conn.run(`DELETE FROM temp.main.${name}`);
+  }
+  const ap = await conn.createAppender(name, 'main', 'temp');
+  try {
+    fill(ap);
     ap.flushSync();
   } finally {
     ap.closeSync();

@@ -1,4 +1,11 @@
 import { compareLsn, type CdcApplyBatch, type CdcRelation, type CdcText } from '../../queues/cdc.js';
+import { packedFields, packedWidth, packRow, unpackRow } from '../../queues/cdc-rows.js';
+
+/**
+ * A row of a plan: packed (one string, queues/cdc-rows.ts; what current readers send, staged
+ * in DuckDB whole) or values (older readers, table syncs, rows merged from two changes).
+ */
+export type PlanRow = string | CdcText[];
 
 /** What one batch does to one table, after the per-key reduction. */
 export interface TablePlan {
@@ -8,14 +15,14 @@ export interface TablePlan {
   /** Delete every row first (TRUNCATE); the changes below happened after it. */
   truncate: boolean;
   /** Full rows (every column sent), aligned with the relation's columns. */
-  upserts: CdcText[][];
-  /** Updates that left TOAST columns unsent, grouped by which columns were sent. */
-  partial: Array<{ sent: number[]; rows: CdcText[][] }>;
+  upserts: PlanRow[];
+  /** Updates that left TOAST columns unsent, grouped by which columns were sent (rows are full width). */
+  partial: Array<{ sent: number[]; rows: PlanRow[] }>;
   /** Key values (relation key columns, in column order) of deleted rows. */
-  deletes: CdcText[][];
+  deletes: PlanRow[];
 }
 
-type Pending = { op: 'upsert'; values: CdcText[]; unchanged: number[] | undefined } | { op: 'delete'; key: CdcText[] };
+type Pending = { op: 'upsert'; row: PlanRow; unchanged: number[] | undefined } | { op: 'delete'; key: PlanRow };
 
 interface TableState {
   relation: CdcRelation | undefined;
@@ -31,13 +38,7 @@ export interface Reduction {
   skipped: number;
 }
 
-/** Key values joined by a separator no PostgreSQL text output contains; `\u0001` marks NULL. */
-function keyString(values: readonly CdcText[]): string {
-  if (values.length === 1) return values[0] ?? '\u0001';
-  let s = '';
-  for (let i = 0; i < values.length; i++) s += (i ? '\u0000' : '') + (values[i] ?? '\u0001');
-  return s;
-}
+const rowWidth = (row: PlanRow) => (typeof row === 'string' ? packedWidth(row) : row.length);
 
 function stateFor(tables: Map<string, TableState>, batch: CdcApplyBatch, table: string): TableState {
   let st = tables.get(table);
@@ -93,41 +94,47 @@ export function reduceBatch(batch: CdcApplyBatch, appliedLsn: string | null): Re
     if (!rel) throw new Error(`batch has a change for ${change.table} but no relation for it`);
     if (st.keyIdx.length === 0) throw new Error(`table ${change.table} has no primary key (replica identity): it cannot be mirrored without drift`);
     if (change.op === 'delete') {
-      if (change.key.length !== st.keyIdx.length) throw new Error(`delete on ${change.table}: ${change.key.length} key values for ${st.keyIdx.length} key columns`);
-      st.rows.set(keyString(change.key), { op: 'delete', key: change.key });
+      // Keys are compared in packed form whichever form the change came in: one key, one entry.
+      const key = 'keyRow' in change ? change.keyRow : packRow(change.key);
+      const keyWidth = 'keyRow' in change ? packedWidth(change.keyRow) : change.key.length;
+      if (keyWidth !== st.keyIdx.length) throw new Error(`delete on ${change.table}: ${keyWidth} key values for ${st.keyIdx.length} key columns`);
+      st.rows.set(key, { op: 'delete', key: 'keyRow' in change ? change.keyRow : change.key });
       continue;
     }
-    const values = change.values;
-    if (values.length !== rel.columns.length) throw new Error(`upsert on ${change.table}: ${values.length} values for ${rel.columns.length} columns`);
-    const key = st.keyIdx.length === 1 ? (values[st.keyIdx[0]!] ?? '\u0001') : keyString(st.keyIdx.map((i) => values[i]!));
+    const row: PlanRow = 'row' in change ? change.row : change.values;
+    const width = rowWidth(row);
+    if (width !== rel.columns.length) throw new Error(`upsert on ${change.table}: ${width} values for ${rel.columns.length} columns`);
+    const key = typeof row === 'string' ? packedFields(row, st.keyIdx) : packRow(st.keyIdx.map((i) => row[i]!));
     let unchanged = change.unchanged && change.unchanged.length > 0 ? change.unchanged : undefined;
     if (unchanged) {
       const before = st.rows.get(key);
       if (before?.op === 'upsert') {
-        const merged = values.slice();
+        // Rare (a TOAST-partial update after another change of the key in this batch): merged as values.
+        const merged = typeof row === 'string' ? unpackRow(row) : row.slice();
+        const earlier = typeof before.row === 'string' ? unpackRow(before.row) : before.row;
         const still: number[] = [];
         for (const i of unchanged) {
           if (before.unchanged?.includes(i)) still.push(i);
-          else merged[i] = before.values[i]!;
+          else merged[i] = earlier[i]!;
         }
         still.sort((a, b) => a - b);
-        st.rows.set(key, { op: 'upsert', values: merged, unchanged: still.length > 0 ? still : undefined });
+        st.rows.set(key, { op: 'upsert', row: merged, unchanged: still.length > 0 ? still : undefined });
         continue;
       }
       unchanged = [...unchanged].sort((a, b) => a - b);
     }
-    st.rows.set(key, { op: 'upsert', values, unchanged });
+    st.rows.set(key, { op: 'upsert', row, unchanged });
   }
   return { plans: [...tables.entries()].map(([table, st]) => toPlan(table, st)), applied, skipped };
 }
 
 function toPlan(table: string, st: TableState): TablePlan {
   const plan: TablePlan = { table, relation: st.relation, truncate: st.truncate, upserts: [], partial: [], deletes: [] };
-  const groups = new Map<string, { sent: number[]; rows: CdcText[][] }>();
+  const groups = new Map<string, { sent: number[]; rows: PlanRow[] }>();
   const width = st.relation?.columns.length ?? 0;
   for (const p of st.rows.values()) {
     if (p.op === 'delete') plan.deletes.push(p.key);
-    else if (!p.unchanged) plan.upserts.push(p.values);
+    else if (!p.unchanged) plan.upserts.push(p.row);
     else {
       const sig = p.unchanged.join(',');
       let g = groups.get(sig);
@@ -136,7 +143,7 @@ function toPlan(table: string, st: TableState): TablePlan {
         g = { sent: Array.from({ length: width }, (_, i) => i).filter((i) => !skip.has(i)), rows: [] };
         groups.set(sig, g);
       }
-      g.rows.push(p.values);
+      g.rows.push(p.row);
     }
   }
   plan.partial = [...groups.values()];

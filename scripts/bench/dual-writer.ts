@@ -22,7 +22,8 @@ import { openDuckDb } from '../../runtime/index.js';
 import type { CdcApplyBatch, CdcChange, CdcRelation } from '../../queues/cdc.js';
 import { CdcApplier, DuckWriter } from '../../actors/dual-writer/index.js';
 import { coalesceBatches } from '../../actors/dual-writer/coalesce.js';
-import { reduceBatch } from '../../actors/dual-writer/reduce.js';
+import { reduceBatch, type PlanRow } from '../../actors/dual-writer/reduce.js';
+import { unpackRow } from '../../queues/cdc-rows.js';
 import { printTable, round, scaled, timed } from './support.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'concord-bench-dw-'));
@@ -116,6 +117,8 @@ async function stageText(c: DuckDBConnection, name: string, rows: ReadonlyArray<
   ap.closeSync();
 }
 
+const asValues = (r: PlanRow) => (typeof r === 'string' ? unpackRow(r) : r);
+
 // Before: the previous design (PRIMARY KEY + INSERT OR REPLACE) on the same table size and the same kind of batches.
 await conn.run(`CREATE TABLE legacy (${COLUMNS}, PRIMARY KEY (id))`);
 await fill('legacy');
@@ -125,9 +128,9 @@ const legacy = await timed(async () => {
   for (const b of legacyBatches) {
     const plan = reduceBatch(b, null).plans[0]!;
     await conn.run('BEGIN');
-    await stageText(conn, 'sd', plan.deletes);
+    await stageText(conn, 'sd', plan.deletes.map(asValues));
     await conn.run(`DELETE FROM legacy t USING temp.main.sd s WHERE t.id = CAST(s.c0 AS BIGINT)`);
-    await stageText(conn, 'sv', plan.upserts);
+    await stageText(conn, 'sv', plan.upserts.map(asValues));
     await conn.run(`INSERT OR REPLACE INTO legacy SELECT ${CAST} FROM temp.main.sv; COMMIT`);
   }
 });

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import { createRedis, openDuckDb, type DuckDb } from '../../runtime/index.js';
-import { cdcAppliedLsnKey, type CdcApplyBatch, type CdcChange, type CdcRelation } from '../../queues/cdc.js';
+import { cdcAppliedLsnKey, type CdcApplyBatch, type CdcChange, type CdcRelation, type CdcWireChange } from '../../queues/cdc.js';
+import { packBatch } from '../../queues/cdc-rows.js';
 import { CdcApplier, DuckWriter, readAppliedLsn } from '../../actors/dual-writer/index.js';
 import { readRelation, readTableBatches } from '../../actors/dual-writer/pg-source.js';
 import { syncTable } from '../../actors/dual-writer/table-sync.js';
@@ -50,7 +51,9 @@ describe('dual-writer: applying to DuckDB', () => {
   };
   let lsn = 0x100;
   const next = () => `0/${(lsn++).toString(16).toUpperCase()}`;
-  const batch = (changes: CdcChange[], relation = rel): CdcApplyBatch => ({ slot: 'slot_a', epoch: 1, kind: 'stream', lastLsn: changes.at(-1)!.lsn, relations: { [relation.table]: relation }, changes });
+  // Packed, as the reader queues them (queues/cdc-rows.ts); test/integration/dual-writer-copy.test.ts applies value arrays.
+  const batch = (changes: CdcWireChange[], relation = rel): CdcApplyBatch =>
+    packBatch({ slot: 'slot_a', epoch: 1, kind: 'stream', lastLsn: changes.at(-1)!.lsn, relations: { [relation.table]: relation }, changes });
   const up = (id: number, name: string, body: string | null, at = next()): CdcChange => ({ op: 'upsert', table: 'public.items', lsn: at, values: [String(id), name, body] });
 
   it('the same key changed many times in one batch ends with its last value; the LSN is stored and published', async () => {
@@ -119,9 +122,16 @@ describe('dual-writer: applying to DuckDB', () => {
       (3, 0, -1, 0, 0, 'NaN', 1.1, 0.1, '', '', false, NULL, '1970-01-01', '1999-12-31 23:59:59', '1970-01-01 00:00:00+00', 'null', '[]', '\\x', '{}', '{" spaced "}', '{}', '{}'),
       (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '0044-03-15 BC', '0001-01-01 12:00:00.5 BC', '0001-12-31 23:59:59+02 BC', NULL, NULL, NULL, NULL, NULL, NULL, NULL)`);
     const relation = await readRelation(pool, 'public.typed');
-    for await (const chunk of readTableBatches(pool, relation, 2)) {
-      const changes: CdcChange[] = chunk.map((values) => ({ op: 'upsert', table: 'public.typed', lsn: next(), values }));
-      await applier.apply({ slot: 'slot_types', epoch: 1, kind: 'stream', lastLsn: changes.at(-1)!.lsn, relations: { 'public.typed': relation }, changes });
+    // Twice: as value arrays, then packed (what the reader queues) after a truncate of the copy.
+    for (const packed of [false, true]) {
+      let first = true;
+      for await (const chunk of readTableBatches(pool, relation, 2)) {
+        const changes: CdcChange[] = chunk.map((values) => ({ op: 'upsert', table: 'public.typed', lsn: next(), values }));
+        if (packed && first) changes.unshift({ op: 'truncate', tables: ['public.typed'], lsn: changes[0]!.lsn });
+        first = false;
+        const b: CdcApplyBatch = { slot: 'slot_types', epoch: 1, kind: 'stream', lastLsn: changes.at(-1)!.lsn, relations: { 'public.typed': relation }, changes };
+        await applier.apply(packed ? packBatch(b) : b);
+      }
     }
     // Compare canonical text forms: PostgreSQL renders, DuckDB renders, both normalised the same way.
     const pgRows = (

@@ -61,7 +61,7 @@ describe('CdcGroupReader: the next group read while the current one is applied',
     const g2 = await reader.take(j5.data, j5, g1.batch.lastLsn);
     expect(lsnsOf(g2.batch)).toEqual(['0/50', '0/60']);
     expect(g2.joinedIds).toEqual([ids.get(6)]);
-    expect(g2.batch.changes.map((c) => (c.op === 'upsert' ? c.values[0] : ''))).toEqual(['51', '52', '61', '62']);
+    expect(g2.batch.changes.map((c) => (c.op === 'upsert' && 'values' in c ? c.values[0] : ''))).toEqual(['51', '52', '61', '62']);
 
     // A prefetch whose head is not the job that comes next (here: the joined job was not
     // removed) is dropped: the group is read afresh from the queue as it is.

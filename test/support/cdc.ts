@@ -2,7 +2,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Registry } from 'prom-client';
-import { cdcAppliedLsnKey, compareLsn, type CdcApplyBatch, type CdcText } from '../../queues/cdc.js';
+import { cdcAppliedLsnKey, compareLsn, type CdcApplyBatch, type CdcChange, type CdcText } from '../../queues/cdc.js';
+import { unpackBatch } from '../../queues/cdc-rows.js';
 import { createLogger } from '../../runtime/index.js';
 import { loadCdcConfig, type CdcConfig } from '../../actors/cdc-reader/config.js';
 import { cdcMetrics, type CdcMetrics } from '../../actors/cdc-reader/metrics.js';
@@ -59,11 +60,11 @@ export async function startReader(opts: {
   return { reader, queue, metrics, registry, config, fatal, stop };
 }
 
-/** Batches in the queue, oldest first. */
-export async function queuedBatches(queue: Queue): Promise<CdcApplyBatch[]> {
+/** Batches in the queue, oldest first, with their packed rows unpacked into values. */
+export async function queuedBatches(queue: Queue): Promise<Array<CdcApplyBatch & { changes: CdcChange[] }>> {
   const jobs = await queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized'], 0, -1, true);
   jobs.sort((a, b) => Number(a.id) - Number(b.id));
-  return jobs.map((j) => j.data as CdcApplyBatch);
+  return jobs.map((j) => unpackBatch(j.data as CdcApplyBatch));
 }
 
 /**
@@ -78,7 +79,7 @@ export class ModelCopy {
   applied = 0;
 
   apply(batch: CdcApplyBatch): void {
-    for (const c of batch.changes) {
+    for (const c of unpackBatch(batch).changes) {
       if (batch.kind === 'stream' && compareLsn(c.lsn, this.stored) <= 0) continue;
       if (c.op === 'truncate') {
         for (const t of c.tables) this.tables.set(t, new Map());

@@ -20,7 +20,7 @@ describe('coalescing waiting cdc.apply batches', () => {
     expect(joined).toBe(2);
     expect(batch.lastLsn).toBe('0/30');
     expect(batch.epoch).toBe(2);
-    expect(batch.changes.map((c) => (c.op === 'upsert' ? c.values : null))).toEqual([['1', 'v16'], ['2', 'v16'], ['2', 'v32'], ['3', 'v32'], ['4', 'v48']]);
+    expect(batch.changes.map((c) => (c.op === 'upsert' && 'values' in c ? c.values : null))).toEqual([['1', 'v16'], ['2', 'v16'], ['2', 'v32'], ['3', 'v32'], ['4', 'v48']]);
   });
 
   it('stops at a snapshot batch, another slot, an LSN not after the previous, a new table shape, or the change cap', () => {

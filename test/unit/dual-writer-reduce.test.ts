@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CdcApplyBatch, CdcChange, CdcRelation } from '../../queues/cdc.js';
-import { reduceBatch } from '../../actors/dual-writer/reduce.js';
+import { reduceBatch, type PlanRow, type TablePlan } from '../../actors/dual-writer/reduce.js';
+import { packBatch, packChange, unpackRow } from '../../queues/cdc-rows.js';
 
 const users: CdcRelation = {
   table: 'public.users',
@@ -96,5 +97,31 @@ describe('per-key reduction of a CDC batch', () => {
     const keyless: CdcApplyBatch = { ...batch([up('0/1', '1', 'a', 'b')]), relations: { 'public.users': { ...users, columns: users.columns.map((c) => ({ ...c, isKey: false })) } } };
     expect(() => reduceBatch(keyless, null)).toThrow(/no primary key/);
     expect(() => reduceBatch(batch([up('0/1', '1', 'a')]), null)).toThrow(/2 values for 3 columns/);
+  });
+
+  it('packed rows (what the reader queues) reduce like value arrays, also mixed in one batch', () => {
+    const changes: CdcChange[] = [
+      up('0/10', '1', 'first', 'LARGE'),
+      { op: 'upsert', table: 'public.users', lsn: '0/11', values: ['1', 'renamed', null], unchanged: [2] },
+      { op: 'upsert', table: 'public.users', lsn: '0/11', values: ['3', 'only', null], unchanged: [2] },
+      up('0/12', '2', 'two¦¤', null),
+      del('0/13', '2'),
+      up('0/14', '4', null, ''),
+      { op: 'upsert', table: 'public.pairs', lsn: '0/15', values: ['1', 'x', '10'] },
+      { op: 'upsert', table: 'public.pairs', lsn: '0/16', values: ['1', 'x', '11'] },
+      { op: 'delete', table: 'public.pairs', lsn: '0/17', key: ['2', 'y'] },
+    ];
+    const values = (rows: PlanRow[]) => rows.map((r) => (typeof r === 'string' ? unpackRow(r) : r));
+    const plain = (plans: TablePlan[]) => plans.map((p) => ({ ...p, upserts: values(p.upserts), deletes: values(p.deletes), partial: p.partial.map((g) => ({ sent: g.sent, rows: values(g.rows) })) }));
+    const expected = plain(reduceBatch(batch(changes), null).plans);
+    expect(expected[0]!.upserts).toEqual([['1', 'renamed', 'LARGE'], ['4', null, '']]);
+    const packed = reduceBatch(packBatch(batch(changes)), null);
+    expect(packed.plans[0]!.upserts.some((r) => typeof r === 'string')).toBe(true);
+    expect(plain(packed.plans)).toEqual(expected);
+    // Every other change packed: a key changed in both forms is still one entry.
+    const mixed = changes.map((c, i) => (i % 2 === 0 ? packChange(c) : c));
+    expect(plain(reduceBatch({ ...batch([]), lastLsn: '0/17', changes: mixed }, null).plans)).toEqual(expected);
+    // A packed row of the wrong width is refused, as an array is.
+    expect(() => reduceBatch(packBatch(batch([up('0/1', '1', 'a')])), null)).toThrow(/2 values for 3 columns/);
   });
 });
