@@ -8,8 +8,9 @@ import type { CdcPackedChange } from './cdc-rows.js';
  *
  * Values travel as PostgreSQL's text output (what pgoutput sends), one entry per
  * relation column, so no precision is lost on the way (numeric, timestamptz,
- * int8) and the payload stays compact; the applier converts text to the DuckDB
- * type mapped from `pgType`. `null` is SQL NULL.
+ * int8); the applier converts text to the DuckDB type mapped from `pgType`.
+ * `null` is SQL NULL. In memory the reader holds them as arrays (CdcChange); on the
+ * queue each row is packed into one string (queues/cdc-rows.ts, CdcPackedChange).
  */
 export type CdcText = string | null;
 
