@@ -36,7 +36,7 @@ async function stage(
   prepare: ReadonlyArray<((t: string) => string) | undefined>,
 ): Promise<string> {
   if (rows.every((r) => typeof r === 'string')) {
-    // Columns that need `prepare` (arrays) are staged beside the row, converted here: p0, p1, ..
+    // Columns that need `prepare` (arrays) are converted here and staged beside the row: c1, c2, ..
     const prepared = cols.filter((i) => prepare[i] !== undefined);
     const name = await appendRows(conn, cache, `_concord_${role}_packed${prepared.length}`, 1 + prepared.length, (ap) => {
       for (const row of rows as readonly string[]) {
