@@ -21,6 +21,8 @@ export interface CdcConfig {
   maxQueuedBatches: number;
   /** How often the applied LSN is read from Redis and acknowledged to the slot. @defaultValue 500 (ms) */
   ackIntervalMs: number;
+  /** After a small read of the replication stream, rest this long so messages accumulate (0: off; see ReplicationConnection). @defaultValue 1 (ms) */
+  readPauseMs: number;
   /** A heartbeat message is written to the WAL this often, so quiet tables do not pin WAL. @defaultValue 10000 (ms) */
   heartbeatIntervalMs: number;
   /** Rows per snapshot batch and per backfill chunk. @defaultValue 5000 */
@@ -50,6 +52,7 @@ export function loadCdcConfig(env: NodeJS.ProcessEnv = process.env): CdcConfig {
     flushIntervalMs: read.int('CDC_FLUSH_INTERVAL_MS', 50, 1, 60_000),
     maxQueuedBatches: read.int('CDC_MAX_QUEUED_BATCHES', 200, 2, 100_000),
     ackIntervalMs: read.int('CDC_ACK_INTERVAL_MS', 500, 10, 60_000),
+    readPauseMs: read.int('CDC_READ_PAUSE_MS', 1, 0, 1000),
     heartbeatIntervalMs: read.int('CDC_HEARTBEAT_INTERVAL_MS', 10_000, 100, 3_600_000),
     snapshotChunkSize: read.int('CDC_SNAPSHOT_CHUNK_SIZE', 5000, 1, 100_000),
     leaseTtlMs: read.int('CDC_LEASE_TTL_MS', 5000, 500, 600_000),

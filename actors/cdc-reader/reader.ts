@@ -213,7 +213,7 @@ export class CdcReader {
   private async stream(): Promise<void> {
     const { config, log } = this.o;
     this.phase = 'streaming';
-    const repl = (this.repl = new ReplicationConnection(this.o.databaseUrl));
+    const repl = (this.repl = new ReplicationConnection(this.o.databaseUrl, config.readPauseMs));
     await repl.connect();
     const decoder = new PgoutputDecoder(this.sink);
     const ended = repl.start(config.slot, config.publication, {

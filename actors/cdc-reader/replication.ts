@@ -15,8 +15,14 @@ export interface StreamHandlers {
   keepalive(walEnd: number, replyNow: boolean): void;
 }
 
+/**
+ * After a read of fewer bytes than this the socket rests for the read pause (see
+ * ReplicationConnection): a full read means data is already waiting, so no pause then.
+ */
+const SMALL_READ_BYTES = 65_536;
+
 interface ConnectionInternals {
-  stream: { pause(): void; resume(): void };
+  stream: { pause(): void; resume(): void; on(event: 'data', cb: (chunk: Buffer) => void): void };
   on(event: 'copyData', cb: (msg: { chunk: Buffer }) => void): void;
   sendCopyFromChunk(chunk: Buffer): void;
 }
@@ -31,8 +37,20 @@ export class ReplicationConnection {
   private readonly client: pg.Client;
   private streaming: Promise<unknown> | undefined;
   private paused = false;
+  private resting: NodeJS.Timeout | undefined;
 
-  constructor(connectionString: string) {
+  /**
+   * `readPauseMs`: after a small read, stop reading for this long (0: read as soon as bytes
+   * arrive). The walsender sends one small message per row change; a reader that reads the
+   * moment bytes arrive gets a few messages per read, and the wake-ups cost both sides more
+   * than the messages: reading the same 1M-change backlog, a 1 ms pause cut this process's
+   * CPU per change from 6.6 to 1.2 µs and the walsender's from 10.2 to 7.9 µs, and the
+   * backlog was read faster. The price is at most that long of extra latency per read.
+   */
+  constructor(
+    connectionString: string,
+    private readonly readPauseMs = 1,
+  ) {
     this.client = new pg.Client({ connectionString, replication: 'database', options: TEXT_SETTINGS, connectionTimeoutMillis: 10_000 } as pg.ClientConfig);
     this.client.on('error', () => undefined); // surfaces through the stream promise
   }
@@ -73,6 +91,17 @@ export class ReplicationConnection {
    * slot is"); resolves or rejects when the stream ends.
    */
   start(slot: string, publication: string, handlers: StreamHandlers): Promise<unknown> {
+    if (this.readPauseMs > 0) {
+      const stream = this.connection.stream;
+      stream.on('data', (chunk) => {
+        if (chunk.length >= SMALL_READ_BYTES || this.resting) return;
+        stream.pause();
+        this.resting = setTimeout(() => {
+          this.resting = undefined;
+          if (!this.paused) stream.resume(); // backpressure may have paused it meanwhile: it resumes it then
+        }, this.readPauseMs);
+      });
+    }
     this.connection.on('copyData', ({ chunk }) => {
       const tag = chunk[0];
       if (tag === 0x77 /* w */) handlers.data(chunk, 25, readLsn(chunk, 1));
@@ -111,7 +140,7 @@ export class ReplicationConnection {
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.connection.stream.resume();
+    if (!this.resting) this.connection.stream.resume(); // else the read pause's timer resumes it
   }
 
   get isPaused(): boolean {
@@ -120,6 +149,8 @@ export class ReplicationConnection {
 
   async end(): Promise<void> {
     this.paused = false;
+    clearTimeout(this.resting);
+    this.resting = undefined;
     await this.client.end().catch(() => undefined);
     await this.streaming?.catch(() => undefined);
   }
