@@ -94,8 +94,8 @@ export class CdcGroupReader {
     return bad < 0 ? jobs : jobs.slice(0, bad);
   }
 
+  /** coalesceBatches decides what joins (nothing behind a snapshot batch or a full head). */
   private join(head: CdcApplyBatch, followers: ReadonlyArray<Job<CdcApplyBatch>>): CdcGroup {
-    if (head.kind !== 'stream' || head.changes.length >= this.maxChanges) return { batch: head, joinedIds: [] };
     const { batch, joined } = coalesceBatches(head, followers.map((j) => j.data), this.maxChanges);
     return { batch, joinedIds: followers.slice(0, joined).map((j) => j.id!) };
   }

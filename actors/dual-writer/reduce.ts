@@ -94,11 +94,11 @@ export function reduceBatch(batch: CdcApplyBatch, appliedLsn: string | null): Re
     if (!rel) throw new Error(`batch has a change for ${change.table} but no relation for it`);
     if (st.keyIdx.length === 0) throw new Error(`table ${change.table} has no primary key (replica identity): it cannot be mirrored without drift`);
     if (change.op === 'delete') {
-      // Keys are compared in packed form whichever form the change came in: one key, one entry.
-      const key = 'keyRow' in change ? change.keyRow : packRow(change.key);
-      const keyWidth = 'keyRow' in change ? packedWidth(change.keyRow) : change.key.length;
+      const keyRow: PlanRow = 'keyRow' in change ? change.keyRow : change.key;
+      const keyWidth = rowWidth(keyRow);
       if (keyWidth !== st.keyIdx.length) throw new Error(`delete on ${change.table}: ${keyWidth} key values for ${st.keyIdx.length} key columns`);
-      st.rows.set(key, { op: 'delete', key: 'keyRow' in change ? change.keyRow : change.key });
+      // Keys are compared in packed form whichever form the change came in: one key, one entry.
+      st.rows.set(typeof keyRow === 'string' ? keyRow : packRow(keyRow), { op: 'delete', key: keyRow });
       continue;
     }
     const row: PlanRow = 'row' in change ? change.row : change.values;
