@@ -44,6 +44,11 @@ const PREFIX = 'bench-cdc';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = createLogger('warn');
 
+/** Every sample of a metric (all label sets) in a Prometheus text page. */
+function metricValues(text: string, name: string): number[] {
+  return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
+}
+
 /**
  * Where the writer's memory is at its highest sampled RSS: V8 heap, memory outside the
  * heap that V8 knows of (Buffers), and the rest (DuckDB, allocator, code), in MB; from
@@ -58,7 +63,7 @@ function sampleMemory(pid: number, port: number): { stop(): Record<string, numbe
     void fetch(`http://127.0.0.1:${port}/metrics`)
       .then((r) => r.text())
       .then((text) => {
-        const metric = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+        const metric = (name: string) => metricValues(text, name)[0] ?? NaN;
         const heapTotal = metric('concord_nodejs_heap_size_total_bytes');
         const external = metric('concord_nodejs_external_memory_bytes');
         if (rss > (peak.rss_mb ?? 0) * 1048576) {
@@ -183,8 +188,7 @@ try {
   const cpuAtEnd = cpuNow();
   // DuckDB transactions of the catch-up (each a group of joined batches): fewer, bigger ones scan the copy less often.
   const writerMetrics = await fetch(`http://127.0.0.1:${writerPort}/metrics`).then((r) => r.text()).catch(() => '');
-  const metricSum = (name: string) => [...writerMetrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((s, m) => s + Number(m[1]), 0);
-  const catchUpTransactions = metricSum('concord_dual_writer_cdc_batches_total');
+  const catchUpTransactions = metricValues(writerMetrics, 'concord_dual_writer_cdc_batches_total').reduce((a, b) => a + b, 0);
   // The writer's CPU by thread name: its JavaScript thread against DuckDB's threads and the rest.
   const writerThreadsUs = Object.fromEntries(
     [...threadCpu(writer.pid)].map(([name, s]) => [name, round(((s - (writerThreadsAtStream.get(name) ?? 0)) / N) * 1e6, 2)] as const).filter(([, us]) => us >= 0.05).sort((a, b) => b[1] - a[1]),
