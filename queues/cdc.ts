@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineQueue } from './definition.js';
-import type { CdcPackedChange } from './cdc-rows.js';
+import type { CdcPackedChange, CdcSegment } from './cdc-rows.js';
 
 /**
  * The contract between the CDC reader (reads the replication slot, produces
@@ -83,14 +83,22 @@ export interface CdcApplyBatch {
   /** Relations (current shape) of every table the batch touches, keyed by `schema.table`. */
   relations: Record<string, CdcRelation>;
   /**
-   * The reader queues packed changes (queues/cdc-rows.ts: one string per row); batches of
-   * value arrays, as older readers queued them, are still applied.
+   * The reader queues one segment (queues/cdc-rows.ts: all the batch's changes as one
+   * string); batches of change objects, with packed rows or value arrays as older readers
+   * queued them, are still applied, also joined with segments in one group.
    */
   changes: CdcWireChange[];
+  /** Changes in the batch when `changes` holds segments (a segment holds many). */
+  size?: number;
 }
 
-/** A change in a queued batch: packed (current readers) or with value arrays (older ones). */
-export type CdcWireChange = CdcChange | CdcPackedChange;
+/** An entry of a queued batch: a segment of many changes (current readers) or one change object (older ones). */
+export type CdcWireChange = CdcSegment | CdcChange | CdcPackedChange;
+
+/** The number of changes in a batch, whichever form they take. */
+export function batchSize(batch: CdcApplyBatch): number {
+  return batch.size ?? batch.changes.length;
+}
 
 /**
  * Cheap structural check only: a batch holds thousands of rows, and a full

@@ -66,7 +66,7 @@ export class BatchSender {
       try {
         await this.fence();
         await this.beforeAdd();
-        // Packed: one string per row on the wire (queues/cdc-rows.ts), what the writer stages whole.
+        // One segment per batch on the wire (queues/cdc-rows.ts): packed rows the writer stages whole.
         await this.target.add(out.batch.kind, packBatch(out.batch));
         failures = 0;
         this.queue.shift();

@@ -1,6 +1,6 @@
 import { DelayedError, UnrecoverableError, WaitingError, type Job, type Queue } from 'bullmq';
 import type pg from 'pg';
-import { cdcApplyQueue, compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
+import { batchSize, cdcApplyQueue, compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
 import { dualWriteQueue, tableSyncQueue, type DualWriteJob, type TableSyncJob } from '../../queues/dual-write.js';
 import { backoffDelay, collectGarbageAbove, ConcordError, createPgPool, errorMessage, Mailbox, singleton, type Actor, type ActorContext, type Logger } from '../../runtime/index.js';
 import { CdcApplier, type ApplyOutcome } from './cdc-apply.js';
@@ -93,7 +93,7 @@ function writerActor(config: DualWriterConfig, epoch: number): Actor {
         const applied = report.appliedLsn[batch.slot];
         const { batch: work, joinedIds } = attempt === 0 ? await groups.take(batch, job, applied).catch(() => alone) : alone;
         // Read the next group while DuckDB applies this one (not for a batch it will skip as applied).
-        if (attempt === 0 && !(applied && compareLsn(work.lastLsn, applied) <= 0)) groups.prefetch(joinedIds.length, batch.changes.length);
+        if (attempt === 0 && !(applied && compareLsn(work.lastLsn, applied) <= 0)) groups.prefetch(joinedIds.length, batchSize(batch));
         const out = await applier.apply(work);
         end();
         // The prefetch reads positions that assume the joined jobs are still waiting.

@@ -1,6 +1,6 @@
 import type { DuckDBConnection } from '@duckdb/node-api';
 import type { Redis } from 'ioredis';
-import { cdcAppliedLsnKey, compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
+import { batchSize, cdcAppliedLsnKey, compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
 import { applyPlan, type ApplyCache } from './apply-plans.js';
 import { STATE_SCHEMA } from './copy-schema.js';
 import { reduceBatch } from './reduce.js';
@@ -52,7 +52,7 @@ export class CdcApplier {
     }
     const stream = batch.kind === 'stream';
     if (stream && stored !== null && compareLsn(batch.lastLsn, stored) <= 0) {
-      return { slot: batch.slot, applied: 0, skipped: batch.changes.length, written: 0, appliedLsn: stored };
+      return { slot: batch.slot, applied: 0, skipped: batchSize(batch), written: 0, appliedLsn: stored };
     }
     const reduction = reduceBatch(batch, stored);
     const next = stream ? batch.lastLsn : stored;

@@ -1,5 +1,5 @@
 import type { Job, Queue } from 'bullmq';
-import { compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
+import { batchSize, compareLsn, type CdcApplyBatch } from '../../queues/cdc.js';
 import { coalesceBatches } from './coalesce.js';
 
 /** What one DuckDB transaction applies: the head job's batch joined with the jobs waiting behind it. */
@@ -49,12 +49,12 @@ export class CdcGroupReader {
   async take(batch: CdcApplyBatch, job: Job, applied: string | null | undefined): Promise<CdcGroup> {
     const alone: CdcGroup = { batch, joinedIds: [] };
     const ahead = await this.drop();
-    if (batch.kind !== 'stream' || batch.changes.length >= this.maxChanges) return alone;
+    if (batch.kind !== 'stream' || batchSize(batch) >= this.maxChanges) return alone;
     if (applied && compareLsn(batch.lastLsn, applied) <= 0) return alone;
     let group: CdcGroup;
     if (ahead && ahead.headId === job.id) group = ahead.group;
     else {
-      const peek = Math.min(MAX_PEEK, Math.ceil(this.maxChanges / Math.max(1, batch.changes.length)));
+      const peek = Math.min(MAX_PEEK, Math.ceil(this.maxChanges / Math.max(1, batchSize(batch))));
       group = this.join(batch, await this.waiting(0, peek));
     }
     if (group.joinedIds.length > 0) this.onCoalesced(group.joinedIds.length);

@@ -1,4 +1,5 @@
-import { compareLsn, type CdcApplyBatch, type CdcRelation } from '../../queues/cdc.js';
+import { batchSize, compareLsn, type CdcApplyBatch, type CdcRelation } from '../../queues/cdc.js';
+import { segmentFirstLsn } from '../../queues/cdc-rows.js';
 
 const shape = (r: CdcRelation) => r.columns.map((c) => `${c.name}:${c.pgType}:${c.isKey ? 'k' : ''}`).join('|');
 
@@ -19,13 +20,14 @@ export function coalesceBatches(head: CdcApplyBatch, following: readonly CdcAppl
   const relations: Record<string, CdcRelation> = { ...head.relations };
   const shapes = new Map(Object.entries(relations).map(([t, r]) => [t, shape(r)]));
   const parts = [head.changes];
-  let total = head.changes.length;
+  let total = batchSize(head);
   let last = head;
   for (const next of following) {
-    if (next.kind !== 'stream' || next.slot !== head.slot || total + next.changes.length > maxChanges) break;
+    const size = batchSize(next);
+    if (next.kind !== 'stream' || next.slot !== head.slot || total + size > maxChanges) break;
     if (compareLsn(next.lastLsn, last.lastLsn) <= 0) break;
     const first = next.changes[0];
-    if (first && compareLsn(first.lsn, last.lastLsn) <= 0) break;
+    if (first !== undefined && compareLsn(typeof first === 'string' ? segmentFirstLsn(first) : first.lsn, last.lastLsn) <= 0) break;
     const clash = Object.entries(next.relations).some(([t, r]) => shapes.has(t) && shapes.get(t) !== shape(r));
     if (clash) break;
     for (const [t, r] of Object.entries(next.relations)) {
@@ -33,9 +35,10 @@ export function coalesceBatches(head: CdcApplyBatch, following: readonly CdcAppl
       shapes.set(t, shape(r));
     }
     parts.push(next.changes);
-    total += next.changes.length;
+    total += size;
     last = next;
   }
   if (last === head) return { batch: head, joined: 0 };
-  return { batch: { ...last, relations, changes: parts.flat() }, joined: parts.length - 1 };
+  // Segments join as they are: the reducer reads them one after the other.
+  return { batch: { ...last, relations, changes: parts.flat(), size: total }, joined: parts.length - 1 };
 }

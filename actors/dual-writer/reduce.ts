@@ -1,5 +1,5 @@
 import { compareLsn, type CdcApplyBatch, type CdcRelation, type CdcText } from '../../queues/cdc.js';
-import { packedFields, packedWidth, packRow, unpackRow } from '../../queues/cdc-rows.js';
+import { packedFields, packedWidth, packRow, readSegment, unpackRow, type SegmentVisitor } from '../../queues/cdc-rows.js';
 
 /**
  * A row of a plan: packed (one string, queues/cdc-rows.ts; what current readers send, staged
@@ -40,18 +40,6 @@ export interface Reduction {
 
 const rowWidth = (row: PlanRow) => (typeof row === 'string' ? packedWidth(row) : row.length);
 
-function stateFor(tables: Map<string, TableState>, batch: CdcApplyBatch, table: string): TableState {
-  let st = tables.get(table);
-  if (!st) {
-    const relation = batch.relations[table];
-    const keyIdx: number[] = [];
-    relation?.columns.forEach((c, i) => c.isKey && keyIdx.push(i));
-    st = { relation, keyIdx, truncate: false, rows: new Map() };
-    tables.set(table, st);
-  }
-  return st;
-}
-
 /**
  * Keeps the last change per primary key (array order is WAL order), skipping changes
  * at or below `appliedLsn` (a replayed batch then changes nothing). DuckDB keeps the
@@ -60,52 +48,80 @@ function stateFor(tables: Map<string, TableState>, batch: CdcApplyBatch, table: 
  * sent takes them from an earlier change of the same key in this batch when there is
  * one; otherwise those columns stay as the copy has them. A TRUNCATE drops the
  * table's earlier changes and deletes the copy's rows before the later ones land.
+ * Segments and change objects (older readers) may be mixed in one batch.
  */
 export function reduceBatch(batch: CdcApplyBatch, appliedLsn: string | null): Reduction {
-  const tables = new Map<string, TableState>();
-  const filter = batch.kind === 'stream' && appliedLsn !== null;
-  // Changes of one transaction share their LSN: compare each distinct LSN once.
-  let lastLsn = '';
-  let lastFresh = true;
-  let applied = 0;
-  let skipped = 0;
+  const r = new Reducer(batch, batch.kind === 'stream' ? appliedLsn : null);
   for (const change of batch.changes) {
-    if (filter) {
-      if (change.lsn !== lastLsn) {
-        lastLsn = change.lsn;
-        lastFresh = compareLsn(change.lsn, appliedLsn) > 0;
-      }
-      if (!lastFresh) {
-        skipped++;
-        continue;
-      }
-    }
-    applied++;
-    if (change.op === 'truncate') {
-      for (const t of change.tables) {
-        const st = stateFor(tables, batch, t);
-        st.truncate = true;
-        st.rows.clear();
-      }
+    if (typeof change === 'string') {
+      readSegment(change, r);
       continue;
     }
-    const st = stateFor(tables, batch, change.table);
-    const rel = st.relation;
-    if (!rel) throw new Error(`batch has a change for ${change.table} but no relation for it`);
-    if (st.keyIdx.length === 0) throw new Error(`table ${change.table} has no primary key (replica identity): it cannot be mirrored without drift`);
-    if (change.op === 'delete') {
-      const keyRow: PlanRow = 'keyRow' in change ? change.keyRow : change.key;
-      const keyWidth = rowWidth(keyRow);
-      if (keyWidth !== st.keyIdx.length) throw new Error(`delete on ${change.table}: ${keyWidth} key values for ${st.keyIdx.length} key columns`);
-      // Keys are compared in packed form whichever form the change came in: one key, one entry.
-      st.rows.set(typeof keyRow === 'string' ? keyRow : packRow(keyRow), { op: 'delete', key: keyRow });
-      continue;
+    r.lsn(change.lsn);
+    if (change.op === 'truncate') r.truncate(change.tables);
+    else {
+      r.table(change.table);
+      if (change.op === 'delete') r.delete('keyRow' in change ? change.keyRow : change.key);
+      else r.upsert('row' in change ? change.row : change.values, change.unchanged);
     }
-    const row: PlanRow = 'row' in change ? change.row : change.values;
+  }
+  return { plans: [...r.tables.entries()].map(([table, st]) => toPlan(table, st)), applied: r.applied, skipped: r.skipped };
+}
+
+/** The reduction's state, fed change by change (a SegmentVisitor, also fed from change objects). */
+class Reducer implements SegmentVisitor {
+  readonly tables = new Map<string, TableState>();
+  applied = 0;
+  skipped = 0;
+  /** Changes of one transaction share their LSN: each distinct LSN is compared once. */
+  private currentLsn = '';
+  private fresh = true;
+  private tableName = '';
+  private st: TableState | undefined;
+
+  constructor(
+    private readonly batch: CdcApplyBatch,
+    /** Changes at or below it are skipped (null: apply all, e.g. a snapshot batch). */
+    private readonly appliedLsn: string | null,
+  ) {}
+
+  lsn(lsn: string): void {
+    if (lsn === this.currentLsn) return;
+    this.currentLsn = lsn;
+    this.fresh = this.appliedLsn === null || compareLsn(lsn, this.appliedLsn) > 0;
+  }
+
+  table(table: string): void {
+    if (table === this.tableName) return;
+    this.tableName = table;
+    this.st = undefined; // looked up by the first row change applied (skipped ones leave no plan)
+  }
+
+  truncate(tables: string[]): void {
+    if (!this.count()) return;
+    for (const t of tables) {
+      const st = this.stateFor(t);
+      st.truncate = true;
+      st.rows.clear();
+    }
+  }
+
+  delete(keyRow: PlanRow): void {
+    if (!this.count()) return;
+    const st = this.rowState();
+    const keyWidth = rowWidth(keyRow);
+    if (keyWidth !== st.keyIdx.length) throw new Error(`delete on ${this.tableName}: ${keyWidth} key values for ${st.keyIdx.length} key columns`);
+    // Keys are compared in packed form whichever form the change came in: one key, one entry.
+    st.rows.set(typeof keyRow === 'string' ? keyRow : packRow(keyRow), { op: 'delete', key: keyRow });
+  }
+
+  upsert(row: PlanRow, sentUnchanged: number[] | undefined): void {
+    if (!this.count()) return;
+    const st = this.rowState();
     const width = rowWidth(row);
-    if (width !== rel.columns.length) throw new Error(`upsert on ${change.table}: ${width} values for ${rel.columns.length} columns`);
+    if (width !== st.relation!.columns.length) throw new Error(`upsert on ${this.tableName}: ${width} values for ${st.relation!.columns.length} columns`);
     const key = typeof row === 'string' ? packedFields(row, st.keyIdx) : packRow(st.keyIdx.map((i) => row[i]!));
-    let unchanged = change.unchanged && change.unchanged.length > 0 ? change.unchanged : undefined;
+    let unchanged = sentUnchanged && sentUnchanged.length > 0 ? sentUnchanged : undefined;
     if (unchanged) {
       const before = st.rows.get(key);
       if (before?.op === 'upsert') {
@@ -119,13 +135,39 @@ export function reduceBatch(batch: CdcApplyBatch, appliedLsn: string | null): Re
         }
         still.sort((a, b) => a - b);
         st.rows.set(key, { op: 'upsert', row: merged, unchanged: still.length > 0 ? still : undefined });
-        continue;
+        return;
       }
       unchanged = [...unchanged].sort((a, b) => a - b);
     }
     st.rows.set(key, { op: 'upsert', row, unchanged });
   }
-  return { plans: [...tables.entries()].map(([table, st]) => toPlan(table, st)), applied, skipped };
+
+  /** Counts the change as applied or skipped; false when the LSN filter skips it. */
+  private count(): boolean {
+    if (this.fresh) this.applied++;
+    else this.skipped++;
+    return this.fresh;
+  }
+
+  /** The current table's state, which a row change needs: a relation and a primary key. */
+  private rowState(): TableState {
+    const st = (this.st ??= this.stateFor(this.tableName));
+    if (!st.relation) throw new Error(`batch has a change for ${this.tableName} but no relation for it`);
+    if (st.keyIdx.length === 0) throw new Error(`table ${this.tableName} has no primary key (replica identity): it cannot be mirrored without drift`);
+    return st;
+  }
+
+  private stateFor(table: string): TableState {
+    let st = this.tables.get(table);
+    if (!st) {
+      const relation = this.batch.relations[table];
+      const keyIdx: number[] = [];
+      relation?.columns.forEach((c, i) => c.isKey && keyIdx.push(i));
+      st = { relation, keyIdx, truncate: false, rows: new Map() };
+      this.tables.set(table, st);
+    }
+    return st;
+  }
 }
 
 function toPlan(table: string, st: TableState): TablePlan {

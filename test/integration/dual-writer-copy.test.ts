@@ -6,6 +6,7 @@ import { createRedis, openDuckDb, type DuckDb } from '../../runtime/index.js';
 import type { CdcApplyBatch, CdcChange, CdcRelation } from '../../queues/cdc.js';
 import { CdcApplier, DuckWriter, readAppliedLsn } from '../../actors/dual-writer/index.js';
 import { coalesceBatches } from '../../actors/dual-writer/coalesce.js';
+import { packBatch } from '../../queues/cdc-rows.js';
 import { testServices, uniquePrefix } from '../support/services.js';
 
 /**
@@ -81,7 +82,8 @@ describe('dual-writer: copies without a primary key', () => {
           model.set(id, v);
         }
       }
-      batches.push(stream(changes));
+      // Mostly segments, as the reader queues them; every third batch as value arrays (older readers), joined with them.
+      batches.push(b % 3 === 2 ? stream(changes) : packBatch(stream(changes)));
     }
     // Apply: 1 to 4 batches joined per transaction, each followed by replays of earlier batches (no-ops).
     let i = 0;

@@ -3,6 +3,7 @@ import { Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { CdcApplyBatch, CdcRelation } from '../../queues/cdc.js';
 import { CdcGroupReader } from '../../actors/dual-writer/cdc-groups.js';
+import { unpackBatch } from '../../queues/cdc-rows.js';
 import { testServices, uniquePrefix } from '../support/services.js';
 
 const rel: CdcRelation = { table: 'public.t', columns: [{ name: 'id', pgType: 'bigint', typeOid: 20, isKey: true }] };
@@ -14,7 +15,7 @@ const batch = (n: number): CdcApplyBatch => ({
   relations: { 'public.t': rel },
   changes: [1, 2].map((i) => ({ op: 'upsert' as const, table: 'public.t', lsn: `0/${(n * 16).toString(16)}`, values: [String(n * 10 + i)] })),
 });
-const lsnsOf = (b: CdcApplyBatch) => [...new Set(b.changes.map((c) => c.lsn))];
+const lsnsOf = (b: CdcApplyBatch) => [...new Set(unpackBatch(b).changes.map((c) => c.lsn))];
 
 /** The reader against a real BullMQ queue, jobs taken as the dual-writer's worker takes them (one active at a time). */
 describe('CdcGroupReader: the next group read while the current one is applied', () => {
@@ -61,7 +62,7 @@ describe('CdcGroupReader: the next group read while the current one is applied',
     const g2 = await reader.take(j5.data, j5, g1.batch.lastLsn);
     expect(lsnsOf(g2.batch)).toEqual(['0/50', '0/60']);
     expect(g2.joinedIds).toEqual([ids.get(6)]);
-    expect(g2.batch.changes.map((c) => (c.op === 'upsert' && 'values' in c ? c.values[0] : ''))).toEqual(['51', '52', '61', '62']);
+    expect(unpackBatch(g2.batch).changes.map((c) => (c.op === 'upsert' ? c.values[0] : ''))).toEqual(['51', '52', '61', '62']);
 
     // A prefetch whose head is not the job that comes next (here: the joined job was not
     // removed) is dropped: the group is read afresh from the queue as it is.

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Registry } from 'prom-client';
 import { cdcAppliedLsnKey, compareLsn, type CdcApplyBatch, type CdcChange, type CdcText } from '../../queues/cdc.js';
-import { unpackBatch } from '../../queues/cdc-rows.js';
+import { unpackBatch, type UnpackedBatch } from '../../queues/cdc-rows.js';
 import { createLogger } from '../../runtime/index.js';
 import { loadCdcConfig, type CdcConfig } from '../../actors/cdc-reader/config.js';
 import { cdcMetrics, type CdcMetrics } from '../../actors/cdc-reader/metrics.js';
@@ -61,7 +61,7 @@ export async function startReader(opts: {
 }
 
 /** Batches in the queue, oldest first, with their packed rows unpacked into values. */
-export async function queuedBatches(queue: Queue): Promise<Array<CdcApplyBatch & { changes: CdcChange[] }>> {
+export async function queuedBatches(queue: Queue): Promise<UnpackedBatch[]> {
   const jobs = await queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized'], 0, -1, true);
   jobs.sort((a, b) => Number(a.id) - Number(b.id));
   return jobs.map((j) => unpackBatch(j.data as CdcApplyBatch));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DuckDBInstance } from '@duckdb/node-api';
-import { FIELD_SEP, packBatch, packedFields, packRow, packedWidth, rowFieldSql, unpackBatch, unpackRow } from '../../queues/cdc-rows.js';
+import { decodeSegment, encodeSegment, FIELD_SEP, packBatch, packChange, packedFields, packRow, packedWidth, readSegment, RECORD_SEP, rowFieldSql, segmentFirstLsn, unpackBatch, unpackRow } from '../../queues/cdc-rows.js';
+import type { CdcChange } from '../../queues/cdc.js';
 import type { CdcApplyBatch, CdcText } from '../../queues/cdc.js';
 
 // Values that collide with the packing: separators, escape sequences spelt out, the NULL marker's text.
@@ -9,6 +10,7 @@ const tricky: CdcText[][] = [
   ['', null, ''],
   [`a${FIELD_SEP}b`, '¤', '¤0'],
   ['¤1¤2', `${FIELD_SEP}${FIELD_SEP}`, '¤¤0¦'],
+  [`${RECORD_SEP}`, `¤3${RECORD_SEP}¤`, `¤L0/1${RECORD_SEP}¤Dx`],
   ['ünïcødé 🎉', '\t\n\\', '"quoted", \'too\''],
   [null],
   [''],
@@ -45,24 +47,41 @@ describe('packed CDC rows', () => {
     }
   });
 
-  it('a batch packs and unpacks change by change; truncates pass as they are', () => {
-    const batch: CdcApplyBatch = {
-      slot: 's',
-      epoch: 1,
-      kind: 'stream',
-      lastLsn: '0/30',
-      relations: {},
-      changes: [
-        { op: 'upsert', table: 'public.t', lsn: '0/10', values: ['1', null, 'x'] },
-        { op: 'upsert', table: 'public.t', lsn: '0/10', values: ['2', 'big', 'y'], unchanged: [1] },
-        { op: 'delete', table: 'public.t', lsn: '0/20', key: ['1'] },
-        { op: 'truncate', tables: ['public.t'], lsn: '0/30' },
-      ],
-    };
+  it('a batch is queued as one segment that reads back change by change, with its size', () => {
+    const changes: CdcChange[] = [
+      { op: 'upsert', table: 'public.t', lsn: '0/10', values: ['1', null, 'x'] },
+      { op: 'upsert', table: 'public.t', lsn: '0/10', values: ['2', 'big', 'y'], unchanged: [1] },
+      { op: 'upsert', table: `public.${RECORD_SEP}odd¤`, lsn: '0/10', values: ['¤0'] },
+      { op: 'delete', table: 'public.t', lsn: '0/20', key: ['1'] },
+      { op: 'truncate', tables: ['public.t', `public.${FIELD_SEP}`], lsn: '0/30' },
+      ...tricky.filter((v) => v.length === 3).map((values, i): CdcChange => ({ op: 'upsert', table: 'public.t', lsn: `0/4${i}`, values })),
+    ];
+    const batch: CdcApplyBatch = { slot: 's', epoch: 1, kind: 'stream', lastLsn: changes.at(-1)!.lsn, relations: {}, changes };
     const packed = packBatch(batch);
-    expect(packed.changes[0]).toEqual({ op: 'upsert', table: 'public.t', lsn: '0/10', row: `1${FIELD_SEP}¤0${FIELD_SEP}x` });
-    expect(packed.changes[2]).toEqual({ op: 'delete', table: 'public.t', lsn: '0/20', keyRow: '1' });
+    expect(packed.size).toBe(changes.length);
+    expect(packed.changes).toHaveLength(1);
+    const segment = packed.changes[0] as string;
+    expect(segment.startsWith(`¤L0/10${RECORD_SEP}¤Rpublic.t${RECORD_SEP}1${FIELD_SEP}¤0${FIELD_SEP}x${RECORD_SEP}¤P1${FIELD_SEP}2`)).toBe(true);
+    expect(segmentFirstLsn(segment)).toBe('0/10');
     expect(JSON.parse(JSON.stringify(packed))).toEqual(packed);
-    expect(unpackBatch(packed)).toEqual(batch);
+    expect(unpackBatch(packed)).toEqual({ ...batch, changes });
+    // Change objects of older readers (packed rows) encode to the same segment.
+    expect(encodeSegment(changes.map(packChange))).toBe(segment);
+    expect(() => packBatch(packed)).toThrow(/already holds segments/);
+    expect(packBatch({ ...batch, changes: [] })).toMatchObject({ changes: [], size: 0 });
+  });
+
+  it('a segment with a record it does not know is refused, not read as a row', () => {
+    expect(() => decodeSegment(`¤L0/1${RECORD_SEP}¤Rpublic.t${RECORD_SEP}¤Xwhat`)).toThrow(/unknown record ¤X/);
+    expect(() => readSegment(`¤L0/1${RECORD_SEP}¤P1`, { lsn() {}, table() {}, upsert() {}, delete() {}, truncate() {} })).toThrow(/partial upsert without its row/);
+  });
+
+  it('older batches (change objects, packed or not) unpack too', () => {
+    const changes: CdcChange[] = [
+      { op: 'upsert', table: 'public.t', lsn: '0/10', values: ['1', null, 'x'] },
+      { op: 'delete', table: 'public.t', lsn: '0/20', key: ['1'] },
+    ];
+    const batch: CdcApplyBatch = { slot: 's', epoch: 1, kind: 'stream', lastLsn: '0/20', relations: {}, changes: [packChange(changes[0]!), changes[1]!] };
+    expect(unpackBatch(batch).changes).toEqual(changes);
   });
 });

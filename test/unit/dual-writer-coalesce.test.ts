@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CdcApplyBatch, CdcRelation } from '../../queues/cdc.js';
 import { coalesceBatches } from '../../actors/dual-writer/coalesce.js';
+import { packBatch, unpackBatch } from '../../queues/cdc-rows.js';
 
 const rel: CdcRelation = { table: 'public.t', columns: [{ name: 'id', pgType: 'bigint', typeOid: 20, isKey: true }, { name: 'v', pgType: 'text', typeOid: 25, isKey: false }] };
 const wider: CdcRelation = { ...rel, columns: [...rel.columns, { name: 'w', pgType: 'text', typeOid: 25, isKey: false }] };
@@ -20,7 +21,7 @@ describe('coalescing waiting cdc.apply batches', () => {
     expect(joined).toBe(2);
     expect(batch.lastLsn).toBe('0/30');
     expect(batch.epoch).toBe(2);
-    expect(batch.changes.map((c) => (c.op === 'upsert' && 'values' in c ? c.values : null))).toEqual([['1', 'v16'], ['2', 'v16'], ['2', 'v32'], ['3', 'v32'], ['4', 'v48']]);
+    expect(unpackBatch(batch).changes.map((c) => (c.op === 'upsert' ? c.values : null))).toEqual([['1', 'v16'], ['2', 'v16'], ['2', 'v32'], ['3', 'v32'], ['4', 'v48']]);
   });
 
   it('stops at a snapshot batch, another slot, an LSN not after the previous, a new table shape, or the change cap', () => {

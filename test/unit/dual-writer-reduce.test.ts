@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CdcApplyBatch, CdcChange, CdcRelation } from '../../queues/cdc.js';
 import { reduceBatch, type PlanRow, type TablePlan } from '../../actors/dual-writer/reduce.js';
-import { packBatch, packChange, unpackRow } from '../../queues/cdc-rows.js';
+import { encodeSegment, packBatch, packChange, unpackRow } from '../../queues/cdc-rows.js';
 
 const users: CdcRelation = {
   table: 'public.users',
@@ -121,6 +121,16 @@ describe('per-key reduction of a CDC batch', () => {
     // Every other change packed: a key changed in both forms is still one entry.
     const mixed = changes.map((c, i) => (i % 2 === 0 ? packChange(c) : c));
     expect(plain(reduceBatch({ ...batch([]), lastLsn: '0/17', changes: mixed }, null).plans)).toEqual(expected);
+    // Segments joined with change objects (a group of batches from readers of both ages).
+    const joined = [encodeSegment(changes.slice(0, 4)), ...changes.slice(4, 6).map(packChange), encodeSegment(changes.slice(6))];
+    expect(plain(reduceBatch({ ...batch([]), lastLsn: '0/17', changes: joined }, null).plans)).toEqual(expected);
+    // The LSN filter reads a segment's LSN records: what is skipped is what change objects skip.
+    const filtered = reduceBatch(batch(changes), '0/12');
+    const filteredSegment = reduceBatch(packBatch(batch(changes)), '0/12');
+    expect([filteredSegment.applied, filteredSegment.skipped]).toEqual([5, 4]);
+    expect([filtered.applied, filtered.skipped]).toEqual([5, 4]);
+    expect(plain(filteredSegment.plans)).toEqual(plain(filtered.plans));
+    expect(plain(filtered.plans)[0]).toMatchObject({ table: 'public.users', upserts: [['4', null, '']], deletes: [['2']] });
     // A packed row of the wrong width is refused, as an array is.
     expect(() => reduceBatch(packBatch(batch([up('0/1', '1', 'a')])), null)).toThrow(/2 values for 3 columns/);
   });
