@@ -1,4 +1,4 @@
-import type { CdcApplyBatch, CdcChange, CdcText, CdcWireChange } from './cdc.js';
+import type { CdcApplyBatch, CdcChange, CdcText } from './cdc.js';
 
 /**
  * Packed rows: the values of one row change as ONE string on the `cdc.apply` wire, fields

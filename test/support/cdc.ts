@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { Registry } from 'prom-client';
-import { cdcAppliedLsnKey, compareLsn, type CdcApplyBatch, type CdcChange, type CdcText } from '../../queues/cdc.js';
+import { cdcAppliedLsnKey, compareLsn, type CdcApplyBatch, type CdcText } from '../../queues/cdc.js';
 import { unpackBatch, type UnpackedBatch } from '../../queues/cdc-rows.js';
 import { createLogger } from '../../runtime/index.js';
 import { loadCdcConfig, type CdcConfig } from '../../actors/cdc-reader/config.js';

@@ -35,4 +35,16 @@ describe('coalescing waiting cdc.apply batches', () => {
     expect(coalesceBatches(head, [b(0x20, [2, 3]), b(0x30, [4, 5])], 3).joined).toBe(1);
     expect(coalesceBatches(b(0x10, [1], { kind: 'snapshot' }), [b(0x20, [2])], 100).joined).toBe(0);
   });
+
+  it('segments (what the reader queues) join by their size and first LSN, also with change objects', () => {
+    const seg = (lsn: number, ids: number[]) => packBatch(b(lsn, ids));
+    const { batch, joined } = coalesceBatches(seg(0x10, [1, 2]), [seg(0x20, [2, 3]), b(0x30, [4])], 100);
+    expect(joined).toBe(2);
+    expect(batch.size).toBe(5);
+    expect(unpackBatch(batch).changes.map((c) => (c.op === 'upsert' ? c.values : null))).toEqual([['1', 'v16'], ['2', 'v16'], ['2', 'v32'], ['3', 'v32'], ['4', 'v48']]);
+    // The cap counts changes, not segments; the first change's LSN is read from the segment.
+    expect(coalesceBatches(seg(0x10, [1, 2]), [seg(0x20, [3, 4])], 3).joined).toBe(0);
+    const overlapping = packBatch({ ...b(0x20, [3]), changes: [{ op: 'upsert', table: 'public.t', lsn: '0/10', values: ['3', 'x'] }, { op: 'upsert', table: 'public.t', lsn: '0/20', values: ['4', 'x'] }] });
+    expect(coalesceBatches(seg(0x10, [1]), [overlapping], 100).joined).toBe(0);
+  });
 });
