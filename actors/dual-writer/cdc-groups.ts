@@ -52,7 +52,7 @@ export class CdcGroupReader {
     if (batch.kind !== 'stream' || batchSize(batch) >= this.maxChanges) return alone;
     if (applied && compareLsn(batch.lastLsn, applied) <= 0) return alone;
     let group: CdcGroup;
-    if (ahead && ahead.headId === job.id) group = ahead.group;
+    if (ahead && ahead.headId === job.id) group = await this.topUp(ahead.group);
     else {
       const peek = Math.min(MAX_PEEK, Math.ceil(this.maxChanges / Math.max(1, batchSize(batch))));
       group = this.join(batch, await this.waiting(0, peek));
@@ -72,6 +72,27 @@ export class CdcGroupReader {
       ([head, ...rest]): Ahead | undefined => (head?.id ? { headId: head.id, group: this.join(head.data, rest) } : undefined),
       () => undefined,
     );
+  }
+
+  /**
+   * The group read ahead, joined with the batches queued since it was read: they wait right
+   * behind its joined jobs. Read ahead at the start of the previous transaction, the group
+   * holds only what was waiting then; joining what arrived during that transaction makes
+   * fewer, bigger transactions, and each one scans the copy once to delete its keys (in the
+   * CDC bench a catch-up's groups were half the size the cap allows). A failed read leaves
+   * the group as it was read.
+   */
+  private async topUp(group: CdcGroup): Promise<CdcGroup> {
+    const size = batchSize(group.batch);
+    const joined = group.joinedIds.length;
+    if (size >= this.maxChanges || joined >= MAX_PEEK) return group;
+    const perBatch = Math.max(1, size / (joined + 1));
+    const peek = Math.min(MAX_PEEK - joined, Math.ceil((this.maxChanges - size) / perBatch));
+    const more = await this.waiting(joined, peek).then(
+      (jobs) => this.join(group.batch, jobs),
+      () => undefined,
+    );
+    return more && more.joinedIds.length > 0 ? { batch: more.batch, joinedIds: [...group.joinedIds, ...more.joinedIds] } : group;
   }
 
   /** Resolves once a prefetch in flight has read the queue (before the caller removes jobs). */

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Queue, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { CdcApplyBatch, CdcRelation } from '../../queues/cdc.js';
@@ -49,8 +49,8 @@ describe('CdcGroupReader: the next group read while the current one is applied',
     expect(g1.joinedIds).toEqual([ids.get(2), ids.get(3), ids.get(4)]);
 
     // Read ahead past the joined jobs while "DuckDB applies" g1. A batch that arrives after the
-    // read is not in the prefetched group (a fresh read would join it: that is how the test
-    // tells the two apart).
+    // read joins the group when it is taken (the top-up), read from BEHIND the prefetched job:
+    // a fresh read would start at position 0, which is how the test tells the two apart.
     reader.prefetch(g1.joinedIds.length, 2);
     await reader.settled();
     await add(7);
@@ -59,16 +59,19 @@ describe('CdcGroupReader: the next group read while the current one is applied',
 
     const j5 = await next();
     expect(j5.id).toBe(ids.get(5));
+    const reads = vi.spyOn(queue, 'getJobs');
     const g2 = await reader.take(j5.data, j5, g1.batch.lastLsn);
-    expect(lsnsOf(g2.batch)).toEqual(['0/50', '0/60']);
-    expect(g2.joinedIds).toEqual([ids.get(6)]);
-    expect(unpackBatch(g2.batch).changes.map((c) => (c.op === 'upsert' ? c.values[0] : ''))).toEqual(['51', '52', '61', '62']);
+    expect(reads.mock.calls.map((c) => [c[1], c[2]])).toEqual([[1, 2]]);
+    reads.mockRestore();
+    expect(lsnsOf(g2.batch)).toEqual(['0/50', '0/60', '0/70']);
+    expect(g2.joinedIds).toEqual([ids.get(6), ids.get(7)]);
+    expect(unpackBatch(g2.batch).changes.map((c) => (c.op === 'upsert' ? c.values[0] : ''))).toEqual(['51', '52', '61', '62', '71', '72']);
 
-    // A prefetch whose head is not the job that comes next (here: the joined job was not
-    // removed) is dropped: the group is read afresh from the queue as it is.
+    // A prefetch whose head is not the job that comes next (here: the joined jobs were not
+    // removed, so job 6 comes next, not job 8) is dropped: the group is read afresh from the queue as it is.
+    await add(8);
     reader.prefetch(g2.joinedIds.length, 2);
     await reader.settled();
-    await add(8);
     await j5.moveToCompleted('ok', 'tok', false);
     const j6 = await next();
     expect(j6.id).toBe(ids.get(6));
