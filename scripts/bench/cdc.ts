@@ -49,6 +49,11 @@ function metricValues(text: string, name: string): number[] {
   return [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
 }
 
+/** A histogram's cumulative bucket counts by upper bound (`le`), from a Prometheus text page. */
+function histogramBuckets(text: string, name: string): Map<string, number> {
+  return new Map([...text.matchAll(new RegExp(`^${name}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, 'gm'))].map((m) => [m[1]!, Number(m[2])]));
+}
+
 /**
  * Where the writer's memory is at its highest sampled RSS: V8 heap, memory outside the
  * heap that V8 knows of (Buffers), and the rest (DuckDB, allocator, code), in MB; from
@@ -206,6 +211,8 @@ try {
       while (pending.length > 0 && compareLsn(a, pending[0]!.pre) >= 0) lags.push(now - pending.shift()!.at);
     });
   }, 5);
+  const writerMetricsText = () => fetch(`http://127.0.0.1:${writerPort}/metrics`).then((r) => r.text()).catch(() => '');
+  const applyBucketsBefore = histogramBuckets(await writerMetricsText(), 'concord_dual_writer_cdc_apply_seconds');
   const perTick = (OFFERED_PER_S * TICK_MS) / 1000;
   const loadStart = performance.now();
   let offered = 0;
@@ -226,6 +233,11 @@ try {
   while (pending.length > 0 && Date.now() < drainBy) await sleep(20);
   clearInterval(poller);
   lags.sort((a, b) => a - b);
+  // The DuckDB transactions of the load phase by duration: a lag tail from a few long ones
+  // (a checkpoint inside a commit) looks different from one that is slow throughout.
+  const applyBucketsAfter = histogramBuckets(await writerMetricsText(), 'concord_dual_writer_cdc_apply_seconds');
+  const within = (le: string) => (applyBucketsAfter.get(le) ?? NaN) - (applyBucketsBefore.get(le) ?? NaN);
+  const loadTransactions = { total: within('+Inf'), over_250ms: within('+Inf') - within('0.25'), over_500ms: within('+Inf') - within('0.5'), over_1s: within('+Inf') - within('1') };
 
   const hwmOf = (pid: number) => (procPeakRss(pid) ?? NaN) / 1048576;
   const writerPeak = writerMemory.stop();
@@ -257,6 +269,7 @@ try {
   ]);
   console.log(`CPU per change over the catch-up: reader process ${cpuPerChangeUs.reader} µs, DuckDB writer process ${cpuPerChangeUs.writer} µs, PostgreSQL (walsender) ${cpuPerChangeUs.postgres} µs, Redis ${cpuPerChangeUs.redis} µs; all cores' time per change at this rate ${round((availableParallelism() * e2eSeconds * 1e6) / N, 1)} µs`);
   console.log(`DuckDB transactions over the catch-up: ${catchUpTransactions} (${round(N / catchUpTransactions)} changes each on average)`);
+  console.log(`DuckDB transactions during the load phase: ${loadTransactions.total}, over 0.25 s: ${loadTransactions.over_250ms}, over 0.5 s: ${loadTransactions.over_500ms}, over 1 s: ${loadTransactions.over_1s}`);
   console.log(`DuckDB writer process CPU per change by thread name over the catch-up (µs): ${JSON.stringify(writerThreadsUs)}`);
   console.log(`DuckDB writer process at its highest sampled RSS: ${JSON.stringify(writerPeak)}`);
   console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; peak RSS: reader process ${round(readerRssMb)} MB, DuckDB writer process ${round(writerRssMb)} MB (reader-only pass ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
@@ -280,6 +293,7 @@ try {
       catch_up_cpu_us_per_change: cpuPerChangeUs,
       writer_threads_us_per_change: writerThreadsUs,
       catch_up_transactions: catchUpTransactions,
+      load_transactions: loadTransactions,
     }),
   );
 } catch (err) {
