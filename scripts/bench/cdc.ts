@@ -202,7 +202,11 @@ try {
   const cpuPerChangeUs = { reader: perChange('reader'), writer: perChange('writer'), postgres: perChange('postgres'), redis: perChange('redis') };
   const withStartSeconds = (Date.now() - startedAt) / 1000;
 
-  // 4. Steady offered load: lag per transaction, commit → applied.
+  // 4. Steady offered load: lag per transaction, commit → applied. The load commits as a
+  // production source does (synchronous_commit on, PostgreSQL's default): the embedded test
+  // server runs with it off, and a walsender sends only flushed WAL, so each commit would wait
+  // for the WAL writer (wal_writer_delay, 200 ms) before the reader could even see it.
+  await client.query('SET synchronous_commit = on');
   const pending: Array<{ pre: string; at: number }> = [];
   const lags: number[] = [];
   const poller = setInterval(() => {
@@ -212,7 +216,9 @@ try {
     });
   }, 5);
   const writerMetricsText = () => fetch(`http://127.0.0.1:${writerPort}/metrics`).then((r) => r.text()).catch(() => '');
-  const applyBucketsBefore = histogramBuckets(await writerMetricsText(), 'concord_dual_writer_cdc_apply_seconds');
+  const textBefore = await writerMetricsText();
+  const applyBucketsBefore = histogramBuckets(textBefore, 'concord_dual_writer_cdc_apply_seconds');
+  const applySumBefore = metricValues(textBefore, 'concord_dual_writer_cdc_apply_seconds_sum')[0] ?? NaN;
   const perTick = (OFFERED_PER_S * TICK_MS) / 1000;
   const loadStart = performance.now();
   let offered = 0;
@@ -235,9 +241,11 @@ try {
   lags.sort((a, b) => a - b);
   // The DuckDB transactions of the load phase by duration: a lag tail from a few long ones
   // (a checkpoint inside a commit) looks different from one that is slow throughout.
-  const applyBucketsAfter = histogramBuckets(await writerMetricsText(), 'concord_dual_writer_cdc_apply_seconds');
+  const textAfter = await writerMetricsText();
+  const applyBucketsAfter = histogramBuckets(textAfter, 'concord_dual_writer_cdc_apply_seconds');
+  const applySeconds = (metricValues(textAfter, 'concord_dual_writer_cdc_apply_seconds_sum')[0] ?? NaN) - applySumBefore;
   const within = (le: string) => (applyBucketsAfter.get(le) ?? NaN) - (applyBucketsBefore.get(le) ?? NaN);
-  const loadTransactions = { total: within('+Inf'), over_250ms: within('+Inf') - within('0.25'), over_500ms: within('+Inf') - within('0.5'), over_1s: within('+Inf') - within('1') };
+  const loadTransactions = { total: within('+Inf'), over_250ms: within('+Inf') - within('0.25'), over_500ms: within('+Inf') - within('0.5'), over_1s: within('+Inf') - within('1'), mean_ms: round((applySeconds * 1000) / within('+Inf'), 1) };
 
   const hwmOf = (pid: number) => (procPeakRss(pid) ?? NaN) / 1048576;
   const writerPeak = writerMemory.stop();
@@ -269,7 +277,7 @@ try {
   ]);
   console.log(`CPU per change over the catch-up: reader process ${cpuPerChangeUs.reader} µs, DuckDB writer process ${cpuPerChangeUs.writer} µs, PostgreSQL (walsender) ${cpuPerChangeUs.postgres} µs, Redis ${cpuPerChangeUs.redis} µs; all cores' time per change at this rate ${round((availableParallelism() * e2eSeconds * 1e6) / N, 1)} µs`);
   console.log(`DuckDB transactions over the catch-up: ${catchUpTransactions} (${round(N / catchUpTransactions)} changes each on average)`);
-  console.log(`DuckDB transactions during the load phase: ${loadTransactions.total}, over 0.25 s: ${loadTransactions.over_250ms}, over 0.5 s: ${loadTransactions.over_500ms}, over 1 s: ${loadTransactions.over_1s}`);
+  console.log(`DuckDB transactions during the load phase: ${loadTransactions.total}, ${loadTransactions.mean_ms} ms each on average, over 0.25 s: ${loadTransactions.over_250ms}, over 0.5 s: ${loadTransactions.over_500ms}, over 1 s: ${loadTransactions.over_1s}`);
   console.log(`DuckDB writer process CPU per change by thread name over the catch-up (µs): ${JSON.stringify(writerThreadsUs)}`);
   console.log(`DuckDB writer process at its highest sampled RSS: ${JSON.stringify(writerPeak)}`);
   console.log(`e2e / decode ceiling: ${round(rowsPerS / ceiling, 2)}; peak RSS: reader process ${round(readerRssMb)} MB, DuckDB writer process ${round(writerRssMb)} MB (reader-only pass ${round(readerHwm)} MB); copy equals source (count, sums): ${matches} (${copy.join(', ')} vs ${src.n}, ${src.ids}, ${src.amount})`);
