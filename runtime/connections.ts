@@ -34,11 +34,12 @@ export interface DuckDb {
   close(): void;
 }
 
-export async function openDuckDb(opts: { path: string; memoryLimit?: string | undefined; threads?: number }): Promise<DuckDb> {
+export async function openDuckDb(opts: { path: string; memoryLimit?: string | undefined; threads?: number; checkpointThreshold?: string | undefined }): Promise<DuckDb> {
   if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
   const settings: Record<string, string> = {};
   if (opts.memoryLimit) settings.memory_limit = opts.memoryLimit;
   if (opts.threads) settings.threads = String(opts.threads);
+  if (opts.checkpointThreshold) settings.checkpoint_threshold = opts.checkpointThreshold;
   try {
     const instance = await DuckDBInstance.create(opts.path, settings);
     const connection = await instance.connect();

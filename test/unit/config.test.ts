@@ -21,7 +21,7 @@ describe('config', () => {
       host: '0.0.0.0',
       redisUrl: 'redis://127.0.0.1:6379',
       databaseUrl: undefined,
-      duckdb: { path: './data/analytics.duckdb', memoryLimit: '256MB', threads: 2 },
+      duckdb: { path: './data/analytics.duckdb', memoryLimit: '256MB', threads: 2, checkpointThreshold: '128MB' },
       logLevel: 'info',
       shutdownTimeoutMs: 25_000,
       queuePrefix: 'concord',
@@ -30,13 +30,14 @@ describe('config', () => {
   });
 
   it('names the variable, the value and what was expected for each bad value', () => {
-    const found = problems({ SECRET_KEY: SECRET, PORT: 'eighty', REDIS_URL: 'http://x', LOG_LEVEL: 'loud', DUCKDB_MEMORY_LIMIT: 'lots' });
+    const found = problems({ SECRET_KEY: SECRET, PORT: 'eighty', REDIS_URL: 'http://x', LOG_LEVEL: 'loud', DUCKDB_MEMORY_LIMIT: 'lots', DUCKDB_CHECKPOINT_THRESHOLD: '5%' });
     expect(found).toEqual(
       expect.arrayContaining([
         { variable: 'PORT', value: 'eighty', expected: 'an integer from 0 to 65535' },
         { variable: 'REDIS_URL', value: 'http://x', expected: 'a URL starting with redis: or rediss:' },
         { variable: 'LOG_LEVEL', value: 'loud', expected: expect.stringContaining('one of fatal, error') },
         { variable: 'DUCKDB_MEMORY_LIMIT', value: 'lots', expected: 'a size such as 2GB or 512MB' },
+        { variable: 'DUCKDB_CHECKPOINT_THRESHOLD', value: '5%', expected: 'a size such as 16MB or 1GB' },
       ]),
     );
     expect(() => loadConfig({ SECRET_KEY: SECRET, PORT: '70000' })).toThrow(/PORT="70000": expected an integer from 0 to 65535/);
