@@ -8,7 +8,8 @@
  *    are written while the pipeline is down, then the pipeline catches up: end-to-end
  *    row changes per second, from both actors being up to the last transaction applied.
  * 2. The reader alone (a second pipeline without applier, own slot and queue) into
- *    Redis; then the baseline in the same run: the bare decode rate of a second slot over the same
+ *    Redis, then the DuckDB writer alone applying those batches to a file of its own; and
+ *    the baseline in the same run: the bare decode rate of a second slot over the same
  *    WAL (read with the reader's decoder and discard) is the ceiling.
  * 3. Lag under a steady offered load of 20,000 changes/s: per transaction, from its
  *    commit to the applier publishing an LSN at or past it; p50 / p99.
@@ -168,6 +169,24 @@ try {
   await child.exited;
   await db.query(`SELECT pg_drop_replication_slot('bench_reader_only')`);
 
+  // 2c. The DuckDB writer alone: the reader-only pass's batches, waiting in Redis, into a DuckDB
+  // file of its own: the writer's capacity without the reader and the walsender on its cores.
+  writer = startFixture('duckdb-writer', { ...readerEnv, DUCKDB_DATABASE_PATH: join(dir, 'writer-only.duckdb') });
+  await writer.waitFor((l) => l.msg === 'dual-writer holds DuckDB', 120_000);
+  const writerOnlyCpuAt = procStat(writer.pid)?.cpu ?? NaN;
+  const writerOnlyAt = Date.now();
+  const writerOnlyBy = writerOnlyAt + Number(process.env.BENCH_CDC_CATCHUP_TIMEOUT_MS ?? 600_000);
+  const readerOnlyApplied = async () => (await redis.get(cdcAppliedLsnKey(`${PREFIX}-ro`, 'bench_reader_only'))) ?? '0/0';
+  while (compareLsn(await readerOnlyApplied(), lastPre) < 0) {
+    if (Date.now() > writerOnlyBy) throw new Error(`the writer alone did not apply the reader-only batches (applied ${await readerOnlyApplied()})`);
+    await sleep(20);
+  }
+  const writerOnlySeconds = (Date.now() - writerOnlyAt) / 1000;
+  const writerOnlyCpuUs = round((((procStat(writer.pid)?.cpu ?? NaN) - writerOnlyCpuAt) / N) * 1e6, 1);
+  writer.kill('SIGTERM');
+  await writer.exited;
+  writer = undefined;
+
   // 3. End to end catch-up, in the deployment topology: the reader in a worker process, the
   // DuckDB writer in a process of its own (k8s: the duckdb-writer StatefulSet), so their
   // JavaScript runs on separate cores.
@@ -272,6 +291,7 @@ try {
     { measure: 'end to end (catch-up, both actors up)', changes: N, seconds: round(e2eSeconds, 2), 'changes/s': round(rowsPerS) },
     { measure: 'end to end incl. process start', changes: N, seconds: round(withStartSeconds, 2), 'changes/s': round(N / withStartSeconds) },
     { measure: 'cdc-reader alone (slot to Redis batches, 1 s status granularity)', changes: N, seconds: round(readerSeconds, 2), 'changes/s': round(N / readerSeconds) },
+    { measure: `dual-writer alone (those batches from Redis to DuckDB; ${writerOnlyCpuUs} µs CPU per change)`, changes: N, seconds: round(writerOnlySeconds, 2), 'changes/s': round(N / writerOnlySeconds) },
     { measure: 'bare slot decode (ceiling, baseline)', changes: N, seconds: round(decodeSeconds, 2), 'changes/s': round(ceiling) },
     { measure: `lag at ${round(offeredRate)} changes/s offered`, changes: offered, seconds: LOAD_SECONDS, 'changes/s': `p50 ${round(percentile(lags, 50))} ms, p99 ${round(percentile(lags, 99))} ms` },
   ]);
@@ -296,6 +316,8 @@ try {
       peak_rss_mb: round(peakRssMb, 1),
       reader_only_rows_per_s: round(N / readerSeconds),
       reader_only_peak_rss_mb: round(readerHwm, 1),
+      writer_only_rows_per_s: round(N / writerOnlySeconds),
+      writer_only_cpu_us_per_change: writerOnlyCpuUs,
       copy_matches: matches,
       writer_at_peak: writerPeak,
       catch_up_cpu_us_per_change: cpuPerChangeUs,
