@@ -1,14 +1,23 @@
 import type { CdcChange, CdcRelation } from '../../queues/cdc.js';
+import type { CdcPackedChange } from '../../queues/cdc-rows.js';
+
+/** A decoded change: new rows of monitored tables come packed (StreamSink), the rest with values. */
+export type DecodedChange = CdcChange | CdcPackedChange;
 
 /** A batch ready for `cdc.apply`, with what the reader needs to track it. */
 export interface ReadyBatch {
-  changes: CdcChange[];
+  changes: DecodedChange[];
   relations: Record<string, CdcRelation>;
   /** Commit LSN of the last transaction in the batch. */
   lastLsn: number;
   /** Commit time of the first transaction in the batch (for lag), Unix ms. */
   firstCommitMs: number;
   transactions: number;
+  /**
+   * A table's relation changed while this batch's changes were decoded (ADD COLUMN): rows
+   * decoded before it may be shorter than the batch's relation (the reader pads them).
+   */
+  shapeChanged: boolean;
 }
 
 /**
@@ -25,11 +34,13 @@ export interface ReadyBatch {
  *   timer so a quiet stream still delivers promptly); the open transaction stays.
  */
 export class TxBatcher {
-  private changes: CdcChange[] = [];
+  private changes: DecodedChange[] = [];
   private relations = new Map<string, CdcRelation>();
   private txRelations = new Map<string, CdcRelation>();
   /** Index in `changes` where the open transaction starts; -1 when none is open. */
   private txStart = -1;
+  /** A relation changed since the last batch was handed out (see ReadyBatch.shapeChanged). */
+  private shapeChanged = false;
   private lastLsn = 0;
   private firstCommitMs = 0;
   private transactions = 0;
@@ -60,9 +71,14 @@ export class TxBatcher {
     this.txStart = this.changes.length;
   }
 
-  add(change: CdcChange, table: string, relation: CdcRelation): void {
+  add(change: DecodedChange, table: string, relation: CdcRelation): void {
     if (this.txStart < 0) throw new Error('change outside a transaction');
-    if (this.txRelations.get(table) !== relation) this.txRelations.set(table, relation);
+    const inTx = this.txRelations.get(table);
+    if (inTx !== relation) {
+      const before = inTx ?? this.relations.get(table);
+      if (before !== undefined && before !== relation) this.shapeChanged = true;
+      this.txRelations.set(table, relation);
+    }
     // Cut before the open transaction once it would overflow a batch that already
     // holds complete transactions.
     if (this.changes.length >= this.maxSize && this.txStart > 0) this.cutBeforeOpenTransaction();
@@ -71,6 +87,8 @@ export class TxBatcher {
 
   /** Records a relation the open transaction touches without a change of its own (multi-table truncate). */
   addRelation(table: string, relation: CdcRelation): void {
+    const before = this.txRelations.get(table) ?? this.relations.get(table);
+    if (before !== undefined && before !== relation) this.shapeChanged = true;
     this.txRelations.set(table, relation);
   }
 
@@ -110,14 +128,17 @@ export class TxBatcher {
     this.emit(this.take(done));
   }
 
-  private take(changes: CdcChange[]): ReadyBatch {
+  private take(changes: DecodedChange[]): ReadyBatch {
     const batch: ReadyBatch = {
       changes,
       relations: Object.fromEntries(this.relations),
       lastLsn: this.lastLsn,
       firstCommitMs: this.firstCommitMs,
       transactions: this.transactions,
+      shapeChanged: this.shapeChanged,
     };
+    // The open transaction, if any, moves on to the next batch with its rows: keep checking them.
+    this.shapeChanged &&= this.txStart >= 0;
     this.relations = new Map();
     this.transactions = 0;
     return batch;

@@ -30,6 +30,8 @@ export interface WireRelation {
   /** d(efault), n(othing), f(ull), i(ndex) */
   replicaIdentity: 'd' | 'n' | 'f' | 'i';
   columns: WireColumn[];
+  /** Set by the sink: new rows of this relation go to `insertPacked` / `updatePacked` when it has them. */
+  packed?: boolean;
 }
 
 /** What the decoder reports; called synchronously, in WAL order. */
@@ -45,6 +47,14 @@ export interface PgoutputSink {
    */
   update(rel: WireRelation, old: CdcText[] | null, values: CdcText[], unchanged: number[] | undefined): void;
   delete(rel: WireRelation, old: CdcText[]): void;
+  /**
+   * Optional, for relations flagged `packed`: a new row (an insert, or an update that sent
+   * no old row) as a packed row (queues/cdc-rows.ts) built straight from the message bytes,
+   * without a string per value. A row with a value the packing would escape, or a binary
+   * value, comes through `insert` / `update` instead.
+   */
+  insertPacked?(rel: WireRelation, row: string): void;
+  updatePacked?(rel: WireRelation, row: string, unchanged: number[] | undefined): void;
   truncate(rels: WireRelation[], cascade: boolean): void;
   message(lsn: number, transactional: boolean, prefix: string, content: Buffer): void;
 }
@@ -52,12 +62,19 @@ export interface PgoutputSink {
 export class PgoutputError extends Error {}
 
 const NO_OLD: CdcText[] = [];
+// UTF-8 of the packing's characters: `¦` (the field separator) is C2 A6, `¤` C2 A4, `§` C2 A7.
+const UTF8_LEAD_C2 = 0xc2;
+const SEP_BYTE = 0xa6;
+const ESC_BYTE = 0xa4;
+const NULL_MARK = 0x30; // '0' after `¤`: the packed NULL
 
 export class PgoutputDecoder {
   private readonly relations = new Map<number, WireRelation>();
   private buf: Buffer = Buffer.alloc(0);
   private p = 0;
   private unchanged: number[] | undefined;
+  /** Where packed rows are assembled before one UTF-8 decode per row. */
+  private scratch: Buffer = Buffer.alloc(4096);
 
   constructor(private readonly sink: PgoutputSink) {}
 
@@ -87,6 +104,10 @@ export class PgoutputDecoder {
       case 0x49 /* I */: {
         const rel = this.rel();
         this.p++; // 'N'
+        if (rel.packed && sink.insertPacked) {
+          const row = this.packedTuple();
+          if (row !== undefined) return sink.insertPacked(rel, row);
+        }
         sink.insert(rel, this.tuple(rel, NO_OLD));
         return;
       }
@@ -100,6 +121,11 @@ export class PgoutputDecoder {
         }
         if (kind !== 0x4e /* N */) throw new PgoutputError(`update: unexpected tuple kind ${String(kind)}`);
         this.unchanged = undefined;
+        if (old === null && rel.packed && sink.updatePacked) {
+          const row = this.packedTuple();
+          if (row !== undefined) return sink.updatePacked(rel, row, this.unchanged);
+          this.unchanged = undefined;
+        }
         const values = this.tuple(rel, old ?? NO_OLD);
         sink.update(rel, old, values, this.unchanged);
         return;
@@ -178,6 +204,60 @@ export class PgoutputDecoder {
     const rel: WireRelation = { relid, schema, name, table: `${schema}.${name}`, replicaIdentity, columns };
     this.relations.set(relid, rel);
     return rel;
+  }
+
+  /**
+   * A new row's TupleData as a packed row: the value bytes copied between separators, NULL
+   * and unchanged TOAST values ('u', recorded in `this.unchanged`, as `tuple` does for a row
+   * without an old row) as the NULL field, then ONE UTF-8 decode. Returns undefined, with the
+   * position and `this.unchanged` as they were, when a value holds `¤`, `¥`, `¦` or `§` (C2
+   * A4..A7: packing would escape them) or is binary: the caller then decodes values.
+   */
+  private packedTuple(): string | undefined {
+    const buf = this.buf;
+    let p = this.p;
+    const n = buf.readUInt16BE(p);
+    p += 2;
+    let out = this.scratch;
+    let o = 0;
+    for (let i = 0; i < n; i++) {
+      const kind = buf[p++];
+      const len = kind === 0x74 /* t */ ? buf.readUInt32BE(p) : 0;
+      if (o + len + 3 > out.length) out = this.grow(o + len + 3, o);
+      if (i > 0) {
+        out[o++] = UTF8_LEAD_C2;
+        out[o++] = SEP_BYTE;
+      }
+      if (kind === 0x74 /* t */) {
+        p += 4;
+        const end = p + len;
+        for (; p < end; p++) {
+          const b = buf[p]!;
+          if (b === UTF8_LEAD_C2 && buf[p + 1]! >= ESC_BYTE && buf[p + 1]! <= 0xa7) {
+            this.unchanged = undefined;
+            return undefined;
+          }
+          out[o++] = b;
+        }
+      } else if (kind === 0x6e /* n */ || kind === 0x75 /* u */) {
+        out[o++] = UTF8_LEAD_C2;
+        out[o++] = ESC_BYTE;
+        out[o++] = NULL_MARK;
+        if (kind === 0x75) (this.unchanged ??= []).push(i);
+      } else {
+        this.unchanged = undefined;
+        return undefined;
+      }
+    }
+    this.p = p;
+    return out.toString('utf8', 0, o);
+  }
+
+  private grow(need: number, used: number): Buffer {
+    const next = Buffer.alloc(Math.max(need, this.scratch.length * 2));
+    this.scratch.copy(next, 0, 0, used);
+    this.scratch = next;
+    return next;
   }
 
   /**

@@ -2,9 +2,10 @@ import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
 import { cdcAppliedLsnKey, type CdcApplyBatch, type CdcChange, type CdcRelation, type CdcText } from '../../queues/cdc.js';
+import { FIELD_SEP, packedWidth, packRow } from '../../queues/cdc-rows.js';
 import { createPgPool, errorMessage, type Logger } from '../../runtime/index.js';
 import { Backfill, type BackfillTask } from './backfill.js';
-import { TxBatcher, type ReadyBatch } from './batcher.js';
+import { TxBatcher, type DecodedChange, type ReadyBatch } from './batcher.js';
 import type { CdcConfig } from './config.js';
 import { lsnToString, parseLsn } from './lsn.js';
 import type { CdcMetrics } from './metrics.js';
@@ -165,7 +166,7 @@ export class CdcReader {
     while (!this.stopping && (await this.o.queue.getWaitingCount()) >= this.o.config.maxQueuedBatches) await sleep(DEPTH_POLL_MS);
   }
 
-  private batch(kind: CdcApplyBatch['kind'], lsn: number, relations: Record<string, CdcRelation>, changes: CdcChange[]): CdcApplyBatch {
+  private batch(kind: CdcApplyBatch['kind'], lsn: number, relations: Record<string, CdcRelation>, changes: DecodedChange[]): CdcApplyBatch {
     return { slot: this.o.config.slot, epoch: this.o.epoch, kind, lastLsn: lsnToString(lsn), relations, changes };
   }
 
@@ -183,7 +184,7 @@ export class CdcReader {
     for (const c of b.changes) {
       // Rows decoded before an ADD COLUMN in the same batch are shorter than the
       // batch's relation: the new columns are marked unchanged, not NULL.
-      if (c.op === 'upsert' && c.values.length < b.relations[c.table]!.columns.length) padRow(c, b.relations[c.table]!.columns.length);
+      if (b.shapeChanged && c.op === 'upsert') padRow(c, b.relations[c.table]!.columns.length);
     }
     this.sender.push({ batch: this.batch('stream', b.lastLsn, b.relations, b.changes), lastLsn: b.lastLsn, firstCommitMs: b.firstCommitMs });
     this.o.metrics.batches.inc({ kind: 'stream' });
@@ -343,12 +344,17 @@ export class CdcReader {
   }
 }
 
-function padRow(c: Extract<CdcChange, { op: 'upsert' }>, n: number): void {
+/**
+ * A row decoded before an ADD COLUMN, in a batch that carries the new shape, gets the new
+ * columns as unchanged (not NULL: the applier leaves the copy's value, which ADD COLUMN set).
+ */
+export function padRow(c: Extract<DecodedChange, { op: 'upsert' }>, n: number): void {
+  const width = 'row' in c ? packedWidth(c.row) : c.values.length;
+  if (width >= n) return;
   const unchanged = c.unchanged ? [...c.unchanged] : [];
-  for (let i = c.values.length; i < n; i++) {
-    c.values.push(null);
-    unchanged.push(i);
-  }
+  for (let i = width; i < n; i++) unchanged.push(i);
+  if ('row' in c) c.row += FIELD_SEP + packRow(new Array<CdcText>(n - width).fill(null));
+  else for (let i = width; i < n; i++) c.values.push(null);
   c.unchanged = unchanged;
 }
 

@@ -1,4 +1,5 @@
 import type { CdcText } from '../../queues/cdc.js';
+import { unpackRow } from '../../queues/cdc-rows.js';
 import type { TxBatcher } from './batcher.js';
 import { lsnToString } from './lsn.js';
 import type { PgoutputSink, WireRelation } from './pgoutput.js';
@@ -61,6 +62,7 @@ export class StreamSink implements PgoutputSink {
   }
 
   relation(rel: WireRelation): void {
+    rel.packed = false;
     if (rel.table === WATERMARK_TABLE) {
       this.watermarkRelid = rel.relid;
       return;
@@ -71,6 +73,8 @@ export class StreamSink implements PgoutputSink {
     }
     const { state, verdict } = this.tracker.onRelation(rel);
     this.states.set(rel.relid, state.quarantined ? null : state);
+    // New rows of a monitored table come packed (insertPacked/updatePacked): no string per value.
+    rel.packed = !state.quarantined;
     this.events.relation(state, verdict);
   }
 
@@ -90,6 +94,23 @@ export class StreamSink implements PgoutputSink {
     if (!st) return;
     this.watch(st, values);
     this.batcher.add({ op: 'upsert', table: st.table, lsn: this.txLsn, values }, st.table, st.relation);
+    this.changes++;
+  }
+
+  insertPacked(rel: WireRelation, row: string): void {
+    const st = this.states.get(rel.relid);
+    if (!st) return;
+    if (this.events.watchedTable === st.table) this.watch(st, unpackRow(row));
+    this.batcher.add({ op: 'upsert', table: st.table, lsn: this.txLsn, row }, st.table, st.relation);
+    this.changes++;
+  }
+
+  /** An update that sent no old row (its key did not change): the new row, packed. */
+  updatePacked(rel: WireRelation, row: string, unchanged: number[] | undefined): void {
+    const st = this.states.get(rel.relid);
+    if (!st) return;
+    if (this.events.watchedTable === st.table) this.watch(st, unpackRow(row));
+    this.batcher.add(unchanged ? { op: 'upsert', table: st.table, lsn: this.txLsn, row, unchanged } : { op: 'upsert', table: st.table, lsn: this.txLsn, row }, st.table, st.relation);
     this.changes++;
   }
 

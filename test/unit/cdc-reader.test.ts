@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { CdcChange, CdcRelation, CdcText } from '../../queues/cdc.js';
 import { TxBatcher, type ReadyBatch } from '../../actors/cdc-reader/batcher.js';
+import { FIELD_SEP, packRow } from '../../queues/cdc-rows.js';
 import { PgoutputDecoder, type PgoutputSink, type WireRelation } from '../../actors/cdc-reader/pgoutput.js';
 import { compareShape } from '../../actors/cdc-reader/relations.js';
 import { loadCdcConfig } from '../../actors/cdc-reader/config.js';
 import { checkPreflight, CdcSetupError } from '../../actors/cdc-reader/setup.js';
 import { lsnToString, parseLsn } from '../../actors/cdc-reader/lsn.js';
+import { padRow } from '../../actors/cdc-reader/reader.js';
 import { ConfigError } from '../../runtime/errors.js';
 
 const rel: CdcRelation = { table: 'public.t', columns: [{ name: 'id', pgType: 'integer', typeOid: 23, isKey: true }] };
@@ -64,6 +66,30 @@ describe('TxBatcher', () => {
     b.flush();
     expect(out.map((x) => x.lastLsn)).toEqual([5, 6]);
     expect(out[1]!.relations['public.t']).toBe(rel);
+  });
+
+  it('marks a batch in which a table changed shape (its short rows get padded), also the next one when the open transaction moves on', () => {
+    const out: ReadyBatch[] = [];
+    const b = new TxBatcher(3, (x) => out.push(x));
+    const wider: CdcRelation = { ...rel, columns: [...rel.columns, { name: 'w', pgType: 'text', typeOid: 25, isKey: false }] };
+    b.begin();
+    b.add(up(1), 'public.t', rel);
+    b.commit(1, 1);
+    b.flush();
+    b.begin();
+    b.add(up(2, '0/2'), 'public.t', rel);
+    b.add(up(3, '0/2'), 'public.t', wider);
+    b.commit(2, 2);
+    b.begin();
+    b.add(up(4, '0/3'), 'public.t', wider);
+    b.add(up(5, '0/3'), 'public.t', wider); // over the max: the batch of tx 2 leaves, tx 3 moves on
+    b.commit(3, 3);
+    b.flush();
+    b.begin();
+    b.add(up(6, '0/4'), 'public.t', wider);
+    b.commit(4, 4);
+    b.flush();
+    expect(out.map((x) => [x.lastLsn, x.shapeChanged])).toEqual([[1, false], [2, true], [3, true], [4, false]]);
   });
 
   it('drops empty transactions and refuses changes outside one', () => {
@@ -139,6 +165,57 @@ describe('PgoutputDecoder', () => {
       ['update', ['1', 'long text'], ['1', 'long text'], undefined],
       ['update', ['1', undefined], ['1', null], [1]],
     ]);
+  });
+
+  it('new rows of a relation flagged packed arrive packed, equal to packing the decoded values; rows packing would escape come as values', () => {
+    const rows: Array<Array<string | null | 'u'>> = [
+      ['1', 'é ünïcode 🎉', null],
+      ['2', '', 'plain'],
+      ['3', 'u', 'x'],
+      ['4', `a${FIELD_SEP}b`, null], // packing escapes ¦: values
+      ['5', '¤0', '§'], // and ¤, §: values
+      ['6', '¢ © ®', 'x'.repeat(10_000)], // other C2 characters; a value past the scratch buffer
+    ];
+    const plain = recorder();
+    const packed: unknown[] = [];
+    const both = recorder();
+    const sink = (both.decoder as unknown as { sink: PgoutputSink }).sink;
+    sink.insertPacked = (_r, row) => packed.push(['insert', row]);
+    sink.updatePacked = (_r, row, u) => packed.push(['update', row, u]);
+    for (const { decoder } of [plain, both]) {
+      const rel = relationMsg(7, 'd', [['id', 1, 23], ['body', 0, 25], ['note', 0, 25]]);
+      decoder.decode(rel);
+      decoder.relation(7)!.packed = decoder === both.decoder;
+      for (const r of rows) {
+        if (!r.includes('u')) decoder.decode(Buffer.concat([Buffer.from('I'), u32(7), Buffer.from('N'), tuple(r)]));
+        decoder.decode(Buffer.concat([Buffer.from('U'), u32(7), Buffer.from('N'), tuple(r)]));
+      }
+      // An update that sends its old key never comes packed: the sink compares the keys.
+      decoder.decode(Buffer.concat([Buffer.from('U'), u32(7), Buffer.from('K'), tuple(['1', null, null]), Buffer.from('N'), tuple(['9', 'b', null])]));
+    }
+    const asPacked = plain.events.slice(1).map((e) => {
+      const [kind, ...rest] = e as [string, ...unknown[]];
+      if (kind === 'insert') return ['insert', packRow(rest[0] as CdcText[])];
+      return ['update', packRow(rest[1] as CdcText[]), rest[2]];
+    });
+    // Rows 4 and 5 (and the keyed update) came as values in both decoders; the rest packed, in order.
+    const viaValues = [5, 6, 7, 8, 11];
+    expect(both.events.slice(1)).toEqual(plain.events.slice(1).filter((_, i) => viaValues.includes(i)));
+    expect(packed).toEqual(asPacked.filter((_, i) => !viaValues.includes(i)));
+    expect(packed).toHaveLength(7);
+    expect(packed[4]).toEqual(['update', packRow(['3', null, 'x']), [1]]);
+  });
+
+  it('pads a row decoded before an ADD COLUMN the same way packed or as values: the new columns unchanged', () => {
+    const values: Extract<CdcChange, { op: 'upsert' }> = { op: 'upsert', table: 'public.t', lsn: '0/1', values: ['1', null, 'a¦b'], unchanged: [1] };
+    const packed = { op: 'upsert' as const, table: 'public.t', lsn: '0/1', row: packRow(['1', null, 'a¦b']), unchanged: [1] };
+    padRow(values, 5);
+    padRow(packed, 5);
+    expect(values).toEqual({ op: 'upsert', table: 'public.t', lsn: '0/1', values: ['1', null, 'a¦b', null, null], unchanged: [1, 3, 4] });
+    expect(packed).toEqual({ op: 'upsert', table: 'public.t', lsn: '0/1', row: packRow(['1', null, 'a¦b', null, null]), unchanged: [1, 3, 4] });
+    const full = { op: 'upsert' as const, table: 'public.t', lsn: '0/1', row: packRow(['1', 'x']) };
+    padRow(full, 2);
+    expect(full).toEqual({ op: 'upsert', table: 'public.t', lsn: '0/1', row: packRow(['1', 'x']) });
   });
 
   it('refuses a change for an unknown relation and unknown message types', () => {
