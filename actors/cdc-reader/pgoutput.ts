@@ -67,6 +67,7 @@ const UTF8_LEAD_C2 = 0xc2;
 const SEP_BYTE = 0xa6;
 const ESC_BYTE = 0xa4;
 const NULL_MARK = 0x30; // '0' after `¤`: the packed NULL
+const SCRATCH_KEEP_BYTES = 1 << 20;
 
 export class PgoutputDecoder {
   private readonly relations = new Map<number, WireRelation>();
@@ -250,7 +251,10 @@ export class PgoutputDecoder {
       }
     }
     this.p = p;
-    return out.toString('utf8', 0, o);
+    const row = out.toString('utf8', 0, o);
+    // A huge value (a large TOAST text) grew the buffer: do not keep that much memory for later rows.
+    if (out.length > SCRATCH_KEEP_BYTES) this.scratch = Buffer.alloc(4096);
+    return row;
   }
 
   private grow(need: number, used: number): Buffer {

@@ -175,6 +175,7 @@ describe('PgoutputDecoder', () => {
       ['4', `a${FIELD_SEP}b`, null], // packing escapes ¦: values
       ['5', '¤0', '§'], // and ¤, §: values
       ['6', '¢ © ®', 'x'.repeat(10_000)], // other C2 characters; a value past the scratch buffer
+      ['7', 'y'.repeat(2_000_000), null], // past what the decoder keeps of its scratch buffer
     ];
     const plain = recorder();
     const packed: unknown[] = [];
@@ -199,10 +200,10 @@ describe('PgoutputDecoder', () => {
       return ['update', packRow(rest[1] as CdcText[]), rest[2]];
     });
     // Rows 4 and 5 (and the keyed update) came as values in both decoders; the rest packed, in order.
-    const viaValues = [5, 6, 7, 8, 11];
+    const viaValues = [5, 6, 7, 8, 13];
     expect(both.events.slice(1)).toEqual(plain.events.slice(1).filter((_, i) => viaValues.includes(i)));
     expect(packed).toEqual(asPacked.filter((_, i) => !viaValues.includes(i)));
-    expect(packed).toHaveLength(7);
+    expect(packed).toHaveLength(9);
     expect(packed[4]).toEqual(['update', packRow(['3', null, 'x']), [1]]);
   });
 
