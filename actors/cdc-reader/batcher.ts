@@ -73,19 +73,14 @@ export class TxBatcher {
 
   add(change: DecodedChange, table: string, relation: CdcRelation): void {
     if (this.txStart < 0) throw new Error('change outside a transaction');
-    const inTx = this.txRelations.get(table);
-    if (inTx !== relation) {
-      const before = inTx ?? this.relations.get(table);
-      if (before !== undefined && before !== relation) this.shapeChanged = true;
-      this.txRelations.set(table, relation);
-    }
+    if (this.txRelations.get(table) !== relation) this.addRelation(table, relation);
     // Cut before the open transaction once it would overflow a batch that already
     // holds complete transactions.
     if (this.changes.length >= this.maxSize && this.txStart > 0) this.cutBeforeOpenTransaction();
     this.changes.push(change);
   }
 
-  /** Records a relation the open transaction touches without a change of its own (multi-table truncate). */
+  /** Records a relation the open transaction touches (also one without a change of its own: a multi-table truncate), noting a shape change. */
   addRelation(table: string, relation: CdcRelation): void {
     const before = this.txRelations.get(table) ?? this.relations.get(table);
     if (before !== undefined && before !== relation) this.shapeChanged = true;

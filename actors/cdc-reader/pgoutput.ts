@@ -125,7 +125,6 @@ export class PgoutputDecoder {
         if (old === null && rel.packed && sink.updatePacked) {
           const row = this.packedTuple();
           if (row !== undefined) return sink.updatePacked(rel, row, this.unchanged);
-          this.unchanged = undefined;
         }
         const values = this.tuple(rel, old ?? NO_OLD);
         sink.update(rel, old, values, this.unchanged);
@@ -234,10 +233,7 @@ export class PgoutputDecoder {
         const end = p + len;
         for (; p < end; p++) {
           const b = buf[p]!;
-          if (b === UTF8_LEAD_C2 && buf[p + 1]! >= ESC_BYTE && buf[p + 1]! <= 0xa7) {
-            this.unchanged = undefined;
-            return undefined;
-          }
+          if (b === UTF8_LEAD_C2 && buf[p + 1]! >= ESC_BYTE && buf[p + 1]! <= 0xa7) return this.notPacked();
           out[o++] = b;
         }
       } else if (kind === 0x6e /* n */ || kind === 0x75 /* u */) {
@@ -245,16 +241,19 @@ export class PgoutputDecoder {
         out[o++] = ESC_BYTE;
         out[o++] = NULL_MARK;
         if (kind === 0x75) (this.unchanged ??= []).push(i);
-      } else {
-        this.unchanged = undefined;
-        return undefined;
-      }
+      } else return this.notPacked();
     }
     this.p = p;
     const row = out.toString('utf8', 0, o);
     // A huge value (a large TOAST text) grew the buffer: do not keep that much memory for later rows.
     if (out.length > SCRATCH_KEEP_BYTES) this.scratch = Buffer.alloc(4096);
     return row;
+  }
+
+  /** packedTuple gives up: the position was not moved; what it recorded as unchanged is dropped. */
+  private notPacked(): undefined {
+    this.unchanged = undefined;
+    return undefined;
   }
 
   private grow(need: number, used: number): Buffer {

@@ -98,14 +98,10 @@ export class StreamSink implements PgoutputSink {
   }
 
   insertPacked(rel: WireRelation, row: string): void {
-    const st = this.states.get(rel.relid);
-    if (!st) return;
-    if (this.events.watchedTable === st.table) this.watch(st, unpackRow(row));
-    this.batcher.add({ op: 'upsert', table: st.table, lsn: this.txLsn, row }, st.table, st.relation);
-    this.changes++;
+    this.updatePacked(rel, row, undefined);
   }
 
-  /** An update that sent no old row (its key did not change): the new row, packed. */
+  /** An insert, or an update that sent no old row (its key did not change): the new row, packed. */
   updatePacked(rel: WireRelation, row: string, unchanged: number[] | undefined): void {
     const st = this.states.get(rel.relid);
     if (!st) return;
