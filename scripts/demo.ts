@@ -12,12 +12,16 @@ import { exitOnSignals, startProcess } from '../cli/process.js';
 import { createDemoDatabases, runDemoQueueTraffic } from './demo-sync.js';
 import { createDemoOrdersTable, runDemoOrders } from './demo-outbox.js';
 import { runDemoEventSourcedOrders } from './demo-orders-es.js';
+import { reportDemoCopy } from './demo-cdc.js';
 import { startServices } from './services/index.js';
 import { demoConsumer, demoProducer, demoReadings } from './demo-workload.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const say = (m: string) => console.log(`[demo] ${m}`);
 
+// How the DuckDB copy of demo_orders follows PostgreSQL, every DEMO_CDC_REPORT_MS (10 s).
+const reportMs = Number(process.env.DEMO_CDC_REPORT_MS ?? 10_000);
+if (!Number.isInteger(reportMs) || reportMs < 100) throw new Error(`DEMO_CDC_REPORT_MS=${JSON.stringify(process.env.DEMO_CDC_REPORT_MS)}: expected an integer of at least 100 (milliseconds)`);
 const services = await startServices({ mode: 'demo', log: say });
 const syncDbs = await createDemoDatabases(services.postgres.url);
 const env = {
@@ -65,10 +69,12 @@ const proc = await startProcess({
   actors: [...capabilities.actors, demoConsumer(), demoProducer()],
   queues: [...capabilities.queues, demoReadings],
 });
+const copyReport = reportDemoCopy(services.postgres.url, proc.runtime.services, say, reportMs);
 exitOnSignals(
   {
     ...proc,
     async stop(timeoutMs) {
+      await copyReport.stop();
       await traffic.stop();
       await orders.stop();
       await esOrders.stop();
@@ -95,7 +101,8 @@ Concord is running (role all: ${capabilities.actors.map((a) => a.name).join(', '
   queue DB       ${syncDbs.queueDbUri}   (new entries every 3 s; sync every ${env.SYNC_INTERVAL} s)
   portfolio DB   ${syncDbs.portfolioDbUri}   (psql it: SELECT status, count(*) FROM portfolio_transactions GROUP BY 1)
   outbox         ${url}/api/v1/outbox/stats   (an order + its event every 2 s; broker: ${config.kafkaBrokers ? 'Kafka' : `Redis Streams, stream ${config.queuePrefix}:stream:demo.orders`})
-  CDC → DuckDB   ${url}/api/v1/data-sync/cdc/status   (demo_orders inserted, updated and deleted every 2 s, copied into ${config.duckdb.path} as main.demo_orders)
+  CDC → DuckDB   ${url}/api/v1/data-sync/cdc/status   (demo_orders inserted, updated and deleted every 2 s, copied into ${config.duckdb.path} as main.demo_orders;
+                 every ${reportMs / 1000} s a "[demo] CDC copy" line compares the copy with PostgreSQL)
   sync status    ${url}/api/v1/data-sync/sync/status
   event sourcing ${url}/api/v1/projections   (an order through the command bus every 2 s, then item added, paid, shipped on the next ticks;
                  events of one: ${url}/api/v1/streams/order-<id>; read model: psql ${services.postgres.url} -c 'SELECT status, count(*), sum(total_cents) FROM order_summary GROUP BY 1')

@@ -34,6 +34,11 @@ export function startConcord(args: readonly string[], env: Record<string, string
   return startTs(CLI, args, env);
 }
 
+/** Starts a TypeScript script of the repository (e.g. `scripts/demo.ts`) as a process of its own. */
+export function startScript(relativePath: string, env: Record<string, string>): Child {
+  return startTs(fileURLToPath(new URL(`../../${relativePath}`, import.meta.url)), [], env);
+}
+
 function startTs(script: string, args: readonly string[], env: Record<string, string>): Child {
   const proc = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', AUTH_MODE: 'none', LOG_LEVEL: 'info', DUCKDB_DATABASE_PATH: ':memory:', ...env },
