@@ -3,7 +3,7 @@ import pg from 'pg';
 import { errorMessage, type RuntimeServices } from '../runtime/index.js';
 
 /** What one report compared: the source table and its DuckDB copy, read one after the other. */
-export interface DemoCopyReport {
+interface DemoCopyReport {
   source: { rows: number; total: string };
   copy: { rows: number; total: string } | null;
   inStep: boolean;
